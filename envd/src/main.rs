@@ -1,0 +1,2 @@
+//! envd: the daemon inside each capsule (E2B envd protocol). Being built.
+fn main() {}
