@@ -1,0 +1,3 @@
+#![no_main]
+//! Placeholder until the Connect envelope decoder lands.
+libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
