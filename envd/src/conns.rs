@@ -3,9 +3,9 @@
 //! `POST /snapshot/prepare` (sent by the agent just before a microVM is
 //! snapshotted) closes idle connections, lets busy ones finish their request
 //! and close, and turns keep-alive off. The first `POST /init` after that
-//! (sent once the snapshot is restored) force-closes every connection
-//! accepted before the prepare (their peers are gone: the TCP state is from
-//! another life) and turns keep-alive back on.
+//! (sent by the agent once the snapshot is restored, before any user traffic
+//! is let in) force-closes every other connection: they were all accepted
+//! before the snapshot and their peers are gone. Keep-alive comes back on.
 
 use std::{
     collections::HashMap,
@@ -32,8 +32,8 @@ pub struct Connections {
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, watch::Sender<Order>>>,
     keep_alive: AtomicBool,
-    /// Set by prepare: connections with a lower id predate the snapshot.
-    snapshot_watermark: Mutex<Option<u64>>,
+    /// Set by prepare, cleared by the next `/init`.
+    prepared: AtomicBool,
 }
 
 impl Default for Connections {
@@ -42,10 +42,14 @@ impl Default for Connections {
             next_id: AtomicU64::new(0),
             open: Mutex::default(),
             keep_alive: AtomicBool::new(true),
-            snapshot_watermark: Mutex::default(),
+            prepared: AtomicBool::new(false),
         }
     }
 }
+
+/// Which connection a request arrived on (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnId(pub u64);
 
 /// A registered connection; unregisters itself when dropped.
 #[derive(Debug)]
@@ -86,37 +90,29 @@ impl Connections {
     /// Prepares for a snapshot; returns how many connections were told to drain.
     pub fn prepare_snapshot(&self) -> usize {
         self.keep_alive.store(false, Ordering::SeqCst);
-        *self
-            .snapshot_watermark
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(self.next_id.load(Ordering::SeqCst));
-        self.order_all(Order::Drain, u64::MAX)
+        self.prepared.store(true, Ordering::SeqCst);
+        self.order_all(Order::Drain, |_| true)
     }
 
-    /// Called on `/init`: after a restore, closes what predates the
-    /// snapshot. Returns how many connections were closed.
-    pub fn after_restore(&self) -> usize {
-        let watermark = self
-            .snapshot_watermark
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+    /// Called on `/init` (arriving on connection `current`): after a
+    /// restore, closes every other connection. Returns how many were closed.
+    pub fn after_restore(&self, current: Option<u64>) -> usize {
         self.keep_alive.store(true, Ordering::SeqCst);
-        match watermark {
-            Some(w) => self.order_all(Order::Close, w),
-            None => 0,
+        if !self.prepared.swap(false, Ordering::SeqCst) {
+            return 0;
         }
+        self.order_all(Order::Close, |id| Some(id) != current)
     }
 
-    /// Orders every connection (with an id below `below`) to drain, as on shutdown.
+    /// Orders every connection to drain, as on shutdown.
     pub fn drain_all(&self) -> usize {
-        self.order_all(Order::Drain, u64::MAX)
+        self.order_all(Order::Drain, |_| true)
     }
 
-    fn order_all(&self, order: Order, below: u64) -> usize {
+    fn order_all(&self, order: Order, which: impl Fn(u64) -> bool) -> usize {
         self.open()
             .iter()
-            .filter(|(id, _)| **id < below)
+            .filter(|(id, _)| which(**id))
             .map(|(_, tx)| tx.send(order))
             .filter(Result::is_ok)
             .count()

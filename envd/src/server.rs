@@ -21,7 +21,7 @@ use warren_proto::{
 
 use crate::{
     auth,
-    conns::Order,
+    conns::{ConnId, Order},
     fs,
     http::{self as routes, files, init, metrics::CpuSampler},
     process,
@@ -69,10 +69,13 @@ impl App {
             return self.rpc.call(req).await;
         }
         match (method, path.as_str()) {
-            (Method::POST, "/init") => match read_limited(req, init::MAX_BODY).await {
-                Ok(body) => init::init(&self.envd, &body),
-                Err(resp) => resp,
-            },
+            (Method::POST, "/init") => {
+                let conn = req.extensions().get::<ConnId>().map(|c| c.0);
+                match read_limited(req, init::MAX_BODY).await {
+                    Ok(body) => init::init(&self.envd, &body, conn),
+                    Err(resp) => resp,
+                }
+            }
             (Method::POST, "/snapshot/prepare") => init::snapshot_prepare(&self.envd),
             (Method::GET, "/envs") => init::envs(&self.envd),
             (Method::GET, "/metrics") => routes::metrics::metrics(&self.cpu).await,
@@ -120,7 +123,9 @@ async fn serve_connection(app: Arc<App>, stream: TcpStream) {
         .timer(TokioTimer::new())
         .header_read_timeout(READ_HEADER_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
-    let service = hyper::service::service_fn(move |req| {
+    let conn_id = ConnId(registration.id);
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(conn_id);
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle(req).await) }
     });

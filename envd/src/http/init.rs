@@ -27,7 +27,8 @@ struct InitRequest {
     timestamp: Option<String>,
 }
 
-pub fn init(envd: &Envd, body: &Bytes) -> Response<ResponseBody> {
+/// `conn`: the connection the request arrived on (kept open after a restore).
+pub fn init(envd: &Envd, body: &Bytes, conn: Option<u64>) -> Response<ResponseBody> {
     let req: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
         InitRequest::default()
     } else {
@@ -94,7 +95,7 @@ pub fn init(envd: &Envd, body: &Bytes) -> Response<ResponseBody> {
     if let Some(token) = req.access_token.filter(|t| !t.is_empty()) {
         envd.set_token(Some(token));
     }
-    let closed = envd.conns.after_restore();
+    let closed = envd.conns.after_restore(conn);
     if closed > 0 {
         tracing::info!(closed, "closed connections that predate the snapshot");
     }
