@@ -1,9 +1,10 @@
 //! HTTP/1.1 client for Firecracker's API socket.
 //!
-//! One connection is kept and reused (Firecracker's API is served one
-//! request at a time anyway); it is re-established when Firecracker closed
-//! it or a call failed half-way. Every call has a deadline covering connect,
-//! request and the whole response.
+//! Each call opens its own connection (a Unix socket connect costs
+//! microseconds), so a connection Firecracker closed meanwhile — or a new
+//! Firecracker process behind the same socket path — can never swallow a
+//! request. Every call has a deadline covering connect, request and the
+//! whole response.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +16,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
-use tokio::sync::Mutex;
 
 use crate::error::Error;
 use crate::model::*;
@@ -29,11 +29,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// A client for one Firecracker process's API socket.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
     timeout: Duration,
-    conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl Client {
@@ -42,7 +41,6 @@ impl Client {
         Self {
             socket: socket.into(),
             timeout: DEFAULT_TIMEOUT,
-            conn: Mutex::new(None),
         }
     }
 
@@ -88,11 +86,7 @@ impl Client {
         tracing::debug!(socket = %self.socket.display(), %op, "firecracker API call");
         match tokio::time::timeout(timeout, self.round_trip(&op, http_request)).await {
             Ok(result) => result,
-            Err(_) => {
-                // The connection is in an unknown state now.
-                *self.conn.lock().await = None;
-                Err(Error::Timeout { op, after: timeout })
-            }
+            Err(_) => Err(Error::Timeout { op, after: timeout }),
         }
     }
 
@@ -101,37 +95,14 @@ impl Client {
         op: &str,
         request: hyper::Request<Full<Bytes>>,
     ) -> Result<Bytes, Error> {
-        let mut conn = self.conn.lock().await;
-        let mut request = request;
-        // A kept connection may have been closed by Firecracker meanwhile; if
-        // the request was not sent on it, send it once on a new connection.
-        let response = loop {
-            if let Some(s) = conn.as_mut()
-                && s.ready().await.is_err()
-            {
-                *conn = None;
-            }
-            let reused = conn.is_some();
-            let sender = match conn.as_mut() {
-                Some(s) => s,
-                None => conn.insert(self.connect().await?),
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => break response,
-                Err(mut e) => {
-                    *conn = None;
-                    match e.take_message() {
-                        Some(unsent) if reused => request = unsent,
-                        _ => {
-                            return Err(Error::Transport {
-                                op: op.to_string(),
-                                source: e.into_error(),
-                            });
-                        }
-                    }
-                }
-            }
-        };
+        let mut sender = self.connect().await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|source| Error::Transport {
+                op: op.to_string(),
+                source,
+            })?;
         let status = response.status();
         let body = match Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -139,7 +110,6 @@ impl Client {
         {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                *conn = None;
                 return Err(Error::UnexpectedResponse {
                     op: op.to_string(),
                     status,
@@ -147,7 +117,6 @@ impl Client {
                 });
             }
         };
-        drop(conn);
         map_status(op, status, body)
     }
 

@@ -91,3 +91,77 @@ pub fn rand_suffix() -> String {
     );
     format!("{:08x}", h.finish() as u32)
 }
+
+/// A `mock-firecracker` started directly (without the launcher), killed on drop.
+pub struct MockFirecracker {
+    pub child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub record: PathBuf,
+}
+
+impl MockFirecracker {
+    pub fn start(id: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("api.sock");
+        let record = dir.path().join("requests.jsonl");
+        let child = Self::spawn(id, &socket, &record);
+        Self {
+            child,
+            dir,
+            socket,
+            record,
+        }
+    }
+
+    /// Kills the process and starts a new one on the same socket path.
+    pub fn restart(&mut self, id: &str) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::remove_file(&self.socket).expect("remove socket");
+        self.child = Self::spawn(id, &self.socket, &self.record);
+    }
+
+    fn spawn(id: &str, socket: &std::path::Path, record: &std::path::Path) -> std::process::Child {
+        let child = Command::new(mock_firecracker_bin())
+            .args(["--id", id, "--api-sock"])
+            .arg(socket)
+            .arg("--record")
+            .arg(record)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start mock-firecracker");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mock-firecracker did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child
+    }
+
+    /// Requests as they arrived: (method, path, body).
+    pub fn recorded(&self) -> Vec<(String, String, Option<serde_json::Value>)> {
+        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("record line");
+                let body = (!v["body"].is_null()).then(|| v["body"].clone());
+                (
+                    v["method"].as_str().expect("method").to_string(),
+                    v["path"].as_str().expect("path").to_string(),
+                    body,
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for MockFirecracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
