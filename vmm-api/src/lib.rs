@@ -6,6 +6,7 @@
 //! - [`Request`]: the table of every call the agent makes (method, path, body).
 //! - [`Client`]: sends those calls over Firecracker's Unix socket (hyper,
 //!   HTTP/1.1) and maps `{"fault_message": ...}` errors to [`Error::Fault`].
+//! - [`boot`]: the guest kernel command line (fixed guest address).
 //! - [`launcher`]: starts Firecracker (optionally under the jailer) inside a
 //!   capsule's network namespace with a private mount namespace, waits for the
 //!   API socket, stops it (SIGTERM, then SIGKILL) and cleans up processes and
@@ -14,6 +15,7 @@
 //! The Firecracker backend in `warren-dataplane` builds on this crate.
 //! See DESIGN.md ("Backends").
 
+pub mod boot;
 pub mod client;
 pub mod error;
 pub mod launcher;
