@@ -15,7 +15,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -155,71 +155,51 @@ fn main() {
     let scratch = Scratch::new();
     let template = make_template(&scratch.mnt);
     let disks = CowDisks::new(scratch.mnt.join("capsules"), CowMethod::Reflink).expect("disks");
-    let reflink_times = Arc::new(Mutex::new(Vec::new()));
-    let copy_times = Arc::new(Mutex::new(Vec::new()));
+    let reflink_times = Mutex::new(Vec::new());
+    let copy_times = Mutex::new(Vec::new());
 
     let mut group = c.benchmark_group("cow_disk_1GiB");
     let mut n = 0u64;
-    let times = reflink_times.clone();
-    group.bench_function("reflink/create", |b| {
+    // Times `create` only; each disk is destroyed outside the measurement.
+    let mut create = |b: &mut criterion::Bencher<'_>,
+                      disks: &CowDisks,
+                      size: Option<u64>,
+                      record: Option<&Mutex<Vec<Duration>>>| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 n += 1;
                 let id = format!("bench-{n}");
                 let start = Instant::now();
-                let disk = disks.create(&id, &template, None).expect("create");
+                let disk = disks.create(&id, &template, size).expect("create");
                 total += start.elapsed();
                 assert!(disk.size >= TEMPLATE_SIZE);
                 disks.destroy(&id).expect("destroy");
             }
-            times
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(total / iters as u32);
-            total
-        })
-    });
-    group.bench_function("reflink/create_grown_4GiB", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                n += 1;
-                let id = format!("bench-{n}");
-                let start = Instant::now();
-                disks
-                    .create(&id, &template, Some(4 * TEMPLATE_SIZE))
-                    .expect("create");
-                total += start.elapsed();
-                disks.destroy(&id).expect("destroy");
+            if let Some(r) = record {
+                r.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(total / iters as u32);
             }
             total
         })
+    };
+    group.bench_function("reflink/create", |b| {
+        create(b, &disks, None, Some(&reflink_times))
+    });
+    group.bench_function("reflink/create_grown_4GiB", |b| {
+        create(b, &disks, Some(4 * TEMPLATE_SIZE), None)
     });
     let dm_here = std::fs::read_to_string("/proc/misc").is_ok_and(|m| m.contains("device-mapper"));
     if dm_here {
         let dm_disks =
             CowDisks::new(scratch.mnt.join("capsules-dm"), CowMethod::DmSnapshot).expect("disks");
-        group.bench_function("dm_snapshot/create", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    n += 1;
-                    let id = format!("bench-dm-{n}");
-                    let start = Instant::now();
-                    dm_disks.create(&id, &template, None).expect("create");
-                    total += start.elapsed();
-                    dm_disks.destroy(&id).expect("destroy");
-                }
-                total
-            })
-        });
+        group.bench_function("dm_snapshot/create", |b| create(b, &dm_disks, None, None));
     } else {
         eprintln!(
             "cow_disk bench: no device-mapper in this kernel; dm_snapshot/create not measured"
         );
     }
-    let times = copy_times.clone();
     let copy = scratch.mnt.join("copy.ext4");
     group.bench_function("full_copy", |b| {
         b.iter_custom(|iters| {
@@ -230,7 +210,7 @@ fn main() {
                 total += start.elapsed();
                 std::fs::remove_file(&copy).expect("rm");
             }
-            times
+            copy_times
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(total / iters as u32);

@@ -16,7 +16,8 @@
 //! does the same for disks a previous agent run left behind.
 //!
 //! The Firecracker backend hands [`CowDisk::path`] to Firecracker as the
-//! root drive's `path_on_host`.
+//! root drive's `path_on_host`. The calls block (ioctls, `resize2fs`,
+//! `dmsetup`): call them from a blocking thread, not a reactor core.
 
 mod dm;
 pub mod loopdev;

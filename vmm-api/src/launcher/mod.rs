@@ -7,6 +7,9 @@
 //! (stdout and stderr) appended to a per-capsule log file. Instances are
 //! recognised after an agent restart from `/proc` alone (see [`stale`]), so
 //! no state file can go out of date.
+//!
+//! Launching, adopting and stopping need a tokio runtime (process exits are
+//! awaited through a pidfd registered with it).
 
 mod pidfd;
 mod process;
