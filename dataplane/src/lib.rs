@@ -5,3 +5,5 @@
 //! See DESIGN.md ("The data plane").
 //!
 //! Not built yet: this crate holds only its description.
+
+pub mod netslot;
