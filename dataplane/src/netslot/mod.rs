@@ -32,6 +32,8 @@ mod plan;
 mod shaper;
 mod store;
 mod tap;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

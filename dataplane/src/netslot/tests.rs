@@ -2,16 +2,14 @@
 //! host, checked with TCP traffic between namespaces the tests make (never
 //! beyond this machine). Each test has its own prefix, table and addresses.
 
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::*;
-use support::{
+use super::testing::{
     Sender, Server, Sink, TestNet, assert_unreachable, fetch, ip, run, skip_unless_root,
 };
+use super::*;
 
 const PORT: u16 = 8080;
 

@@ -1,8 +1,9 @@
-//! Test fixtures: a private address block, prefix and table per test, a
-//! test-made "internet" namespace (never the real one), banner servers and
-//! clients that run inside namespaces, and independent observers (`ip`,
-//! `nft`) for what exists on the host. Everything a test makes is removed on
-//! drop, even when the test fails.
+//! Fixtures for the slot tests and the tx-limit benchmark (feature
+//! `testing`): a private address block, prefix and table per user, a
+//! test-made "internet" namespace (never the real one), banner servers,
+//! senders and sinks that run inside namespaces, and independent observers
+//! (`ip`, `nft`, `tc`) of what exists on the host. Everything made here is
+//! removed on drop, even when the test fails. Needs root and iproute2.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::netslot::{NetConfig, SlotManager, netns};
+use crate::netslot::{NetConfig, SLOT_IF, SlotManager, netns};
 
 /// Test blocks are /24s of 198.18.0.0/15 (RFC 2544's benchmarking range):
 /// nothing outside this machine answers there, and each test locks its own.
@@ -404,6 +405,24 @@ pub async fn assert_unreachable(ns: Option<&Path>, addr: SocketAddrV4, what: &st
     if let Ok(banner) = fetch(ns, addr).await {
         panic!("{what}: {addr} answered {banner:?}");
     }
+}
+
+/// Bytes the tx shaper of slot namespace `netns_name` has sent (its root
+/// qdisc's counter: whole frames, as the limit counts them).
+pub fn shaped_bytes(netns_name: &str) -> u64 {
+    let out = run(
+        "tc",
+        &[
+            "-n", netns_name, "-s", "-j", "qdisc", "show", "dev", SLOT_IF,
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("tc json");
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["root"] == true)
+        .and_then(|q| q["bytes"].as_u64())
+        .unwrap_or(0)
 }
 
 /// A sink counting the bytes it receives, inside `ns`.
