@@ -31,7 +31,7 @@ pub mod netns;
 mod plan;
 mod shaper;
 mod store;
-mod tap;
+pub(crate) mod tap;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]

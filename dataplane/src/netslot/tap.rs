@@ -3,12 +3,23 @@
 //! Firecracker opens it by name later), with the flags Firecracker attaches
 //! with (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 
 /// Creates persistent TAP `name` in the calling thread's network namespace.
 pub(crate) fn create_persistent(name: &str) -> io::Result<()> {
+    let tap = attach(name)?;
+    // SAFETY: TUNSETPERSIST takes an integer argument by value.
+    if unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens TAP `name` (creating it if absent) as Firecracker does: frames with
+/// a virtio-net header in front, no packet information.
+pub(crate) fn attach(name: &str) -> io::Result<File> {
     let tun = OpenOptions::new()
         .read(true)
         .write(true)
@@ -32,9 +43,5 @@ pub(crate) fn create_persistent(name: &str) -> io::Result<()> {
     if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut ifr) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: TUNSETPERSIST takes an integer argument by value.
-    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(tun)
 }

@@ -8,6 +8,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::netslot::{NetConfig, SLOT_IF, SlotManager, netns};
+use crate::netslot::{
+    GUEST_ADDR, NetConfig, SLOT_IF, Slot, SlotManager, TAP_ADDR, TAP_NAME, TAP_PREFIX_LEN, netns,
+    tap,
+};
 
 /// Test blocks are /24s of 198.18.0.0/15 (RFC 2544's benchmarking range):
 /// nothing outside this machine answers there, and each test locks its own.
@@ -497,4 +501,142 @@ impl Drop for Sender {
             let _ = thread.join();
         }
     }
+}
+
+/// A stand-in for Firecracker's virtio-net device, so the TAP path carries
+/// real traffic here: it attaches to the slot's TAP as Firecracker does and
+/// relays frames (virtio-net headers included) to and from a veth whose other
+/// end is a "guest" namespace holding [`GUEST_ADDR`]. The relay's own end
+/// sits in a third, address-less namespace, so no kernel routes around it.
+pub struct FakeGuest {
+    /// The guest's namespace: run servers and clients here.
+    pub netns: PathBuf,
+    stop: Arc<AtomicBool>,
+    relays: Vec<JoinHandle<()>>,
+}
+
+impl FakeGuest {
+    pub async fn start(net: &TestNet, slot: &Slot) -> Self {
+        let guest = format!("{}-guest", net.prefix);
+        let wire = format!("{}-wire", net.prefix);
+        for ns in [&guest, &wire] {
+            net.track_netns(ns);
+            ip(&["netns", "add", ns]);
+        }
+        ip(&[
+            "-n", &wire, "link", "add", "g0", "type", "veth", "peer", "name", "eth0", "netns",
+            &guest,
+        ]);
+        ip(&["-n", &wire, "link", "set", "g0", "up"]);
+        let guest_addr = format!("{GUEST_ADDR}/{TAP_PREFIX_LEN}");
+        ip(&["-n", &guest, "addr", "add", &guest_addr, "dev", "eth0"]);
+        ip(&["-n", &guest, "link", "set", "eth0", "up"]);
+        ip(&["-n", &guest, "link", "set", "lo", "up"]);
+        let gateway = TAP_ADDR.to_string();
+        ip(&["-n", &guest, "route", "add", "default", "via", &gateway]);
+
+        let tap = netns::run_in(&slot.netns_path(), || tap::attach(TAP_NAME))
+            .await
+            .expect("attach to the TAP");
+        let wire = netns::run_in(&netns::path(&wire), || packet_socket("g0"))
+            .await
+            .expect("packet socket on the wire");
+        let (tap, wire) = (Arc::new(tap), Arc::new(wire));
+        let stop = Arc::new(AtomicBool::new(false));
+        let relays = [(&tap, &wire), (&wire, &tap)]
+            .into_iter()
+            .map(|(from, to)| {
+                let (from, to, stop) = (Arc::clone(from), Arc::clone(to), Arc::clone(&stop));
+                std::thread::spawn(move || relay(&from, &to, &stop))
+            })
+            .collect();
+        Self {
+            netns: netns::path(&guest),
+            stop,
+            relays,
+        }
+    }
+}
+
+impl Drop for FakeGuest {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for relay in self.relays.drain(..) {
+            let _ = relay.join();
+        }
+    }
+}
+
+/// Copies frames from `from` to `to` until `stop`.
+fn relay(from: &File, to: &File, stop: &AtomicBool) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut frame = vec![0u8; 128 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::from(100u16)), Ok(1..)) {
+            continue;
+        }
+        let Ok(n) = (&*from).read(&mut frame) else {
+            return;
+        };
+        let _ = (&*to).write(&frame[..n]);
+    }
+}
+
+/// A raw packet socket on `ifname` exchanging frames with a virtio-net
+/// header in front, as the TAP does.
+fn packet_socket(ifname: &str) -> io::Result<File> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2); the descriptor is owned right below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::c_int::from(proto),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    for option in [libc::PACKET_VNET_HDR, libc::PACKET_IGNORE_OUTGOING] {
+        let on: libc::c_int = 1;
+        // SAFETY: the option value is one c_int, passed with its size.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                option,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let name = std::ffi::CString::new(ifname).map_err(io::Error::other)?;
+    // SAFETY: `name` is a NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = proto;
+    addr.sll_ifindex = index as i32;
+    // SAFETY: `addr` is a sockaddr_ll and its size is passed with it.
+    let bound = unsafe {
+        libc::bind(
+            fd,
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if bound < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(File::from(socket))
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::testing::{
-    Sender, Server, Sink, TestNet, assert_unreachable, fetch, ip, run, skip_unless_root,
+    FakeGuest, Sender, Server, Sink, TestNet, assert_unreachable, fetch, ip, run, skip_unless_root,
 };
 use super::*;
 
@@ -259,6 +259,61 @@ async fn tap_has_queue_length_and_guest_nat() {
     .expect("ip json");
     assert_eq!(link[0]["txqlen"], 1000);
     assert_eq!(mgr.list().await[0].tap_txqueuelen, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_path_carries_traffic_to_and_from_the_guest() {
+    if skip_unless_root() {
+        return;
+    }
+    let net = TestNet::new(0);
+    let inet = net.internet();
+    let mgr = net.open().await;
+    let slot = mgr.acquire("cap-vm", egress()).await.expect("acquire");
+    mgr.enable_tap(&slot, DEFAULT_TAP_TXQUEUELEN)
+        .await
+        .expect("enable tap");
+    let guest = FakeGuest::start(&net, &slot).await;
+    let in_guest = Server::start(Some(&guest.netns), any(PORT), "guest").await;
+
+    // The host reaches the guest at the capsule address (DNAT to the guest).
+    let banner = fetch(None, in_guest.at(slot.capsule_addr()))
+        .await
+        .expect("host -> guest");
+    assert_eq!(banner, format!("guest sees {}", slot.host_veth_addr()));
+
+    // The guest's egress leaves as the capsule address, then masqueraded.
+    let web = Server::start(
+        Some(&inet.netns),
+        SocketAddrV4::new(inet.addr, 80),
+        "internet",
+    )
+    .await;
+    let banner = fetch(Some(&guest.netns), web.addr)
+        .await
+        .expect("guest -> internet");
+    assert_eq!(banner, format!("internet sees {}", inet.host_addr));
+
+    // Everything the host's table forbids stays forbidden behind the TAP.
+    let metadata = Server::start(
+        Some(&inet.netns),
+        SocketAddrV4::new(inet.metadata, 80),
+        "metadata",
+    )
+    .await;
+    fetch(None, metadata.addr)
+        .await
+        .expect("host -> metadata stand-in");
+    assert_unreachable(Some(&guest.netns), metadata.addr, "guest -> metadata").await;
+    let host = Server::start(None, any(0), "host").await;
+    assert_unreachable(
+        Some(&guest.netns),
+        host.at(slot.host_veth_addr()),
+        "guest -> host",
+    )
+    .await;
+    mgr.set_egress(&slot, false).await.expect("egress off");
+    assert_unreachable(Some(&guest.netns), web.addr, "guest egress off").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
