@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio::task::{AbortHandle, JoinHandle};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use config::{
     DEFAULT_CAPSULE_NET, DEFAULT_POOL_SIZE, DEFAULT_PREFIX, DEFAULT_VETH_NET, HostPort, L4Proto,
@@ -248,18 +248,14 @@ impl SlotManager {
             &config.blocked_nets,
             &config.exposed_host_ports,
         );
-        let fw_slots: Vec<_> = records
+        let addrs: Vec<SlotAddrs> = records.iter().map(|r| plan.slot(r.index)).collect();
+        let fw_slots: Vec<FwSlot<'_>> = addrs
             .iter()
-            .map(|r| (plan.slot(r.index), r.egress))
+            .zip(&records)
+            .map(|(a, r)| fw_slot(a, r.egress))
             .collect();
-        firewall
-            .rebuild(
-                &fw_slots
-                    .iter()
-                    .map(|(a, egress)| fw_slot(a, *egress))
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
+        firewall.rebuild(&fw_slots).await?;
+        drop(fw_slots);
         let inner = Arc::new(Inner {
             host: Netlink::host()?,
             store,
@@ -286,12 +282,13 @@ impl SlotManager {
             state.free = inner.plan.indexes().filter(|i| !keep.contains(i)).collect();
             inner.store.save(state.records())?;
         }
+        inner.fill_pool().await?;
+        // Background work starts only once nothing can fail any more.
         for record in &adopted {
             if let Some(tx) = record.tx.filter(|tx| !tx.burst_spent) {
                 inner.spawn_watcher(inner.slot_of(record), tx.limit);
             }
         }
-        inner.fill_pool().await?;
         info!(
             prefix = inner.plan.prefix(),
             adopted = adopted.len(),
@@ -498,6 +495,12 @@ impl Inner {
         };
         match persisted {
             Ok(tx) => {
+                debug!(
+                    capsule = capsule_id,
+                    slot = index,
+                    pooled,
+                    "network slot acquired"
+                );
                 let slot = Slot {
                     capsule_id: capsule_id.to_owned(),
                     addrs,
@@ -529,6 +532,7 @@ impl Inner {
             }
         }
         let destroyed = self.destroy_slot(&slot.addrs).await;
+        debug!(capsule = %slot.capsule_id, slot = slot.index(), ok = destroyed.is_ok(), "network slot released");
         if destroyed.is_ok() {
             self.state.lock().await.free.push_back(slot.index());
             self.refill.notify_one();
@@ -549,7 +553,10 @@ impl Inner {
             if record.egress {
                 self.firewall.set_egress(&addrs.host_if, true).await?;
             }
-            if let Some(len) = record.tap_txqueuelen {
+        }
+        if let Some(len) = record.tap_txqueuelen {
+            let ns = Netlink::in_netns(&ns_path).await?;
+            if !intact || ns.link_index(TAP_NAME).await?.is_none() {
                 self.make_tap(&addrs, len).await?;
             }
         }
@@ -563,18 +570,11 @@ impl Inner {
         Ok(record)
     }
 
+    /// Makes slot `a` from nothing. On failure the caller removes what was
+    /// made ([`Self::discard`]). The firewall elements come first, so the
+    /// veth is never up without isolation.
     async fn create_slot(&self, a: &SlotAddrs) -> Result<()> {
         netns::create(&a.netns).await?;
-        let made = self.plumb(a).await;
-        if made.is_err() {
-            self.discard(a).await;
-        }
-        made
-    }
-
-    /// Everything of a fresh slot after its namespace exists. The firewall
-    /// elements come first, so the veth is never up without isolation.
-    async fn plumb(&self, a: &SlotAddrs) -> Result<()> {
         let ns_path = netns::path(&a.netns);
         self.firewall.add_slot(&fw_slot(a, false)).await?;
         self.host
@@ -669,7 +669,11 @@ impl Inner {
                 state.creating += 1;
                 index
             };
-            let made = self.create_slot(&self.plan.slot(index)).await;
+            let addrs = self.plan.slot(index);
+            let made = self.create_slot(&addrs).await;
+            if made.is_err() {
+                self.discard(&addrs).await;
+            }
             let mut state = self.state.lock().await;
             state.creating -= 1;
             if made.is_ok() {

@@ -61,6 +61,33 @@ pub struct Internet {
     pub metadata: Ipv4Addr,
 }
 
+impl Internet {
+    /// A banner server on the internet's ordinary address, port 80.
+    pub async fn web(&self) -> Server {
+        Server::start(
+            Some(&self.netns),
+            SocketAddrV4::new(self.addr, 80),
+            "internet",
+        )
+        .await
+    }
+
+    /// A banner server on the link-local "metadata" address, port 80,
+    /// checked to answer the host (so only a firewall can keep capsules out).
+    pub async fn metadata_server(&self) -> Server {
+        let server = Server::start(
+            Some(&self.netns),
+            SocketAddrV4::new(self.metadata, 80),
+            "metadata",
+        )
+        .await;
+        fetch(None, server.addr)
+            .await
+            .expect("the host reaches the metadata stand-in");
+        server
+    }
+}
+
 impl TestNet {
     pub fn new(pool_size: usize) -> Self {
         let seed = std::process::id()

@@ -24,6 +24,30 @@ fn egress() -> SlotOptions {
     }
 }
 
+fn limited(egress: bool, limit: TxLimit) -> SlotOptions {
+    SlotOptions {
+        egress,
+        tx_limit: Some(limit),
+    }
+}
+
+/// The manager is shared across tasks and its futures run on any worker.
+#[test]
+fn manager_and_its_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<SlotManager>();
+    #[allow(dead_code)]
+    fn futures(mgr: &SlotManager, slot: &Slot) {
+        send(&mgr.acquire("x", SlotOptions::default()));
+        send(&mgr.release(slot));
+        send(&mgr.set_egress(slot, true));
+        send(&mgr.set_tx_limit(slot, None));
+        send(&mgr.enable_tap(slot, 1));
+        send(&mgr.list());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capsule_reachable_from_host_and_isolated() {
     if skip_unless_root() {
@@ -77,22 +101,9 @@ async fn capsule_reachable_from_host_and_isolated() {
 
     // Link-local metadata: reachable from the host, not from a capsule with
     // egress, which does reach the same namespace at an ordinary address.
-    let metadata = Server::start(
-        Some(&inet.netns),
-        SocketAddrV4::new(inet.metadata, 80),
-        "metadata",
-    )
-    .await;
-    fetch(None, metadata.addr)
-        .await
-        .expect("the host reaches the metadata stand-in");
+    let metadata = inet.metadata_server().await;
     assert_unreachable(Some(&a_ns), metadata.addr, "capsule -> metadata").await;
-    let web = Server::start(
-        Some(&inet.netns),
-        SocketAddrV4::new(inet.addr, 80),
-        "internet",
-    )
-    .await;
+    let web = inet.web().await;
     let banner = fetch(Some(&a_ns), web.addr).await.expect("a -> internet");
     assert_eq!(
         banner,
@@ -148,12 +159,7 @@ async fn egress_switches_on_and_off() {
         .await
         .expect("acquire");
     let ns = slot.netns_path();
-    let web = Server::start(
-        Some(&inet.netns),
-        SocketAddrV4::new(inet.addr, 80),
-        "internet",
-    )
-    .await;
+    let web = inet.web().await;
 
     assert_unreachable(Some(&ns), web.addr, "egress off by default").await;
     assert!(
@@ -283,27 +289,14 @@ async fn tap_path_carries_traffic_to_and_from_the_guest() {
     assert_eq!(banner, format!("guest sees {}", slot.host_veth_addr()));
 
     // The guest's egress leaves as the capsule address, then masqueraded.
-    let web = Server::start(
-        Some(&inet.netns),
-        SocketAddrV4::new(inet.addr, 80),
-        "internet",
-    )
-    .await;
+    let web = inet.web().await;
     let banner = fetch(Some(&guest.netns), web.addr)
         .await
         .expect("guest -> internet");
     assert_eq!(banner, format!("internet sees {}", inet.host_addr));
 
     // Everything the host's table forbids stays forbidden behind the TAP.
-    let metadata = Server::start(
-        Some(&inet.netns),
-        SocketAddrV4::new(inet.metadata, 80),
-        "metadata",
-    )
-    .await;
-    fetch(None, metadata.addr)
-        .await
-        .expect("host -> metadata stand-in");
+    let metadata = inet.metadata_server().await;
     assert_unreachable(Some(&guest.netns), metadata.addr, "guest -> metadata").await;
     let host = Server::start(None, any(0), "host").await;
     assert_unreachable(
@@ -323,12 +316,7 @@ async fn restart_keeps_allocations_and_cleans_leftovers() {
     }
     let net = TestNet::new(2);
     let inet = net.internet();
-    let web = Server::start(
-        Some(&inet.netns),
-        SocketAddrV4::new(inet.addr, 80),
-        "internet",
-    )
-    .await;
+    let web = inet.web().await;
     let limit = TxLimit {
         size: 1_000_000,
         one_time_burst: 500_000,
@@ -336,13 +324,7 @@ async fn restart_keeps_allocations_and_cleans_leftovers() {
     };
     let mgr = net.open().await;
     let a = mgr
-        .acquire(
-            "cap-a",
-            SlotOptions {
-                egress: true,
-                tx_limit: Some(limit),
-            },
-        )
+        .acquire("cap-a", limited(true, limit))
         .await
         .expect("acquire a");
     let b = mgr
@@ -449,13 +431,7 @@ async fn release_and_purge_leave_nothing_behind() {
     let net = TestNet::new(1);
     let mgr = net.open().await;
     let a = mgr
-        .acquire(
-            "cap-a",
-            SlotOptions {
-                egress: true,
-                tx_limit: Some(TxLimit::default()),
-            },
-        )
+        .acquire("cap-a", limited(true, TxLimit::default()))
         .await
         .expect("acquire a");
     mgr.enable_tap(&a, DEFAULT_TAP_TXQUEUELEN)
@@ -514,13 +490,7 @@ async fn bad_requests_get_typed_errors() {
         refill_time_ms: 1000,
     };
     let err = mgr
-        .acquire(
-            "cap-t",
-            SlotOptions {
-                egress: false,
-                tx_limit: Some(tiny),
-            },
-        )
+        .acquire("cap-t", limited(false, tiny))
         .await
         .expect_err("tiny limit");
     assert!(matches!(err, NetError::InvalidTxLimit(_)), "{err}");
@@ -607,13 +577,7 @@ async fn tx_limit_shapes_capsule_egress_live() {
         refill_time_ms: 1000,
     };
     let slot = mgr
-        .acquire(
-            "cap-tx",
-            SlotOptions {
-                egress: true,
-                tx_limit: Some(limit),
-            },
-        )
+        .acquire("cap-tx", limited(true, limit))
         .await
         .expect("acquire");
     let sink = Sink::start(&inet.netns, SocketAddrV4::new(inet.addr, 9000)).await;
