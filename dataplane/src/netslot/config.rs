@@ -1,6 +1,6 @@
 //! Configuration of the network slots: naming prefix, nftables table, address
 //! ranges, pool size and what capsules may reach on the host. Validated once
-//! into an [`AddressPlan`](super::plan::AddressPlan) when the manager opens.
+//! into an `AddressPlan` when the manager opens.
 
 use std::fmt;
 use std::net::Ipv4Addr;

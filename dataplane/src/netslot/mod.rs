@@ -10,17 +10,26 @@
 //! [`GUEST_ADDR`] ([`SlotManager::enable_tap`]).
 //!
 //! Isolation and NAT live in one nftables table keyed by sets
-//! ([`firewall`](self::firewall)); tx limits for namespace capsules are `tc`
+//! (`firewall`); tx limits for namespace capsules are `tc`
 //! shaping on the slot's veth ([`TxLimit`]). Allocations are persisted under
 //! the state directory, a few slots are made ahead of time (the pool), and at
 //! start everything carrying this agent's prefix that no allocation claims is
 //! removed.
 //!
+//! Host settings it makes: `net.ipv4.ip_forward=1` on the host when opening
+//! (for egress; [`NetConfig::enable_forwarding`]), `disable_ipv6=1` on each
+//! host veth and inside each slot namespace (slots are IPv4-only), and
+//! `net.ipv4.ip_forward=1` inside a slot namespace once it has a TAP. The
+//! table's base chains accept by default and only drop slot traffic; a host
+//! whose other firewall drops forwarded traffic (Docker's `FORWARD` policy)
+//! must let `<prefix>-v*` through as well.
+//!
 //! Module map: `config` (what is configurable), `plan` (index → names and
 //! addresses), `netns` (named namespaces), `netlink` (links, addresses,
 //! routes), `tap` (TAP ioctl), `firewall` (the nftables table), `shaper` (tx
 //! limits), `store` (the state file), `cmd` (running `nft`/`tc`), and this
-//! file: the [`SlotManager`] tying them together.
+//! file: the [`SlotManager`] tying them together. `testing` (feature
+//! `testing`) holds the fixtures the tests and the tx-limit bench share.
 
 mod cmd;
 mod config;
