@@ -20,7 +20,9 @@ use warren_proto::{
 
 fn start_envd(rt: &tokio::runtime::Runtime) -> SocketAddr {
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let envd: Arc<Envd> = Envd::new(
             Default::default(),
@@ -38,7 +40,11 @@ fn start_envd(rt: &tokio::runtime::Runtime) -> SocketAddr {
 fn process_round_trip(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let addr = start_envd(&rt);
-    let client = ProcessClient::new(Client::builder(format!("http://{addr}")).build().expect("client"));
+    let client = ProcessClient::new(
+        Client::builder(format!("http://{addr}"))
+            .build()
+            .expect("client"),
+    );
     let req = StartRequest {
         process: Some(ProcessConfig {
             cmd: "true".into(),
@@ -90,7 +96,9 @@ fn file_transfer(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("download", label), |b| {
             b.to_async(&rt).iter(|| async {
-                let req = http::Request::get(&uri).body(Full::new(Bytes::new())).expect("request");
+                let req = http::Request::get(&uri)
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
                 let resp = http.request(req).await.expect("download");
                 let mut body = resp.into_body();
                 let mut n = 0;
