@@ -94,7 +94,7 @@ mod tests {
         );
         assert_eq!(
             rw("http://localhost:8080?a=1").as_deref(),
-            Some("/proxy/abc/8080?a=1")
+            Some("/proxy/abc/8080/?a=1")
         );
         assert_eq!(
             rw("//localhost:8080/y").as_deref(),

@@ -173,7 +173,21 @@ async fn exchange(
         }
     };
     let html = wants_html(head.header("accept"));
+    let hosts = head
+        .headers()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+        .count();
     let framing = match head.request_framing() {
+        Ok(_) if hosts > 1 => {
+            return reply(
+                core,
+                client,
+                &ProxyError::new(ErrorCode::BadRequest, "more than one Host header"),
+                html,
+                true,
+            )
+            .await;
+        }
         Ok(framing) => framing,
         Err(_) => {
             let error = ProxyError::new(

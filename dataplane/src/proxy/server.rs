@@ -213,8 +213,18 @@ impl Proxy {
 
     /// Stops accepting, closes every connection and joins the core threads.
     pub fn shutdown(&self) {
-        for core in &self.cores {
-            let _ = core.unbounded_send(Command::Shutdown);
+        let cores = self.cores.clone();
+        let send = move || {
+            for core in &cores {
+                let _ = core.unbounded_send(Command::Shutdown);
+            }
+        };
+        if std::thread::panicking() {
+            // compio aborts the process when a panicking thread wakes one of
+            // its tasks; wake the cores from a thread that is not unwinding.
+            let _ = std::thread::spawn(send).join();
+        } else {
+            send();
         }
         let threads = std::mem::take(
             &mut *self
