@@ -19,7 +19,7 @@ const ENVD_TOKEN: &str = "envd-token-of-capsule";
 
 fn route(ip: &str) -> Route {
     Route {
-        address: ip.parse().unwrap(),
+        address: ip.parse().expect("an IP address"),
         state: CapsuleState::Running,
         access_token: None,
         envd_access_token: None,
@@ -29,7 +29,7 @@ fn route(ip: &str) -> Route {
 
 fn start(routes: Vec<(&str, Route)>, tweak: impl FnOnce(&mut ProxyConfig)) -> Proxy {
     let mut config = ProxyConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
         cores: 2,
         domain: Some("warren.test".into()),
         agent_token: Some(Secret::new(AGENT_TOKEN)),
@@ -47,7 +47,9 @@ fn simple() -> (Proxy, Arc<Upstream>) {
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    compio::runtime::Runtime::new().unwrap().block_on(future)
+    compio::runtime::Runtime::new()
+        .expect("a compio runtime")
+        .block_on(future)
 }
 
 /// Polls `check` until it holds (hang guard, not a timing assertion).

@@ -94,10 +94,18 @@ impl TokenBucket {
     }
 }
 
+/// The buckets built for one set of limits.
+#[derive(Debug)]
+struct Buckets {
+    limits: Limits,
+    bandwidth: Option<TokenBucket>,
+    ops: Option<TokenBucket>,
+}
+
 /// A capsule's buckets.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    state: Mutex<Option<(Limits, Option<TokenBucket>, Option<TokenBucket>)>>,
+    state: Mutex<Option<Buckets>>,
 }
 
 /// Which bucket.
@@ -120,19 +128,17 @@ impl RateLimiter {
                     Err(poisoned) => poisoned.into_inner(),
                 };
                 let now = Instant::now();
-                if state
-                    .as_ref()
-                    .is_none_or(|(current, _, _)| current != limits)
-                {
-                    let bw = limits.bandwidth.map(|c| TokenBucket::new(c, now));
-                    let ops = limits.ops.map(|c| TokenBucket::new(c, now));
-                    *state = Some((*limits, bw, ops));
+                if state.as_ref().is_none_or(|b| b.limits != *limits) {
+                    *state = Some(Buckets {
+                        limits: *limits,
+                        bandwidth: limits.bandwidth.map(|c| TokenBucket::new(c, now)),
+                        ops: limits.ops.map(|c| TokenBucket::new(c, now)),
+                    });
                 }
-                let bucket = match (state.as_mut(), resource) {
-                    (Some((_, bw, _)), Resource::Bandwidth) => bw.as_mut(),
-                    (Some((_, _, ops)), Resource::Ops) => ops.as_mut(),
-                    (None, _) => None,
-                };
+                let bucket = state.as_mut().and_then(|b| match resource {
+                    Resource::Bandwidth => b.bandwidth.as_mut(),
+                    Resource::Ops => b.ops.as_mut(),
+                });
                 match bucket {
                     Some(bucket) if bucket.config.size > 0 => bucket.reduce(tokens, now),
                     _ => Reduction::Done,

@@ -76,13 +76,17 @@ enum HeadFailure {
     Io(io::Error),
 }
 
+/// [`Head::parse_request`] or [`Head::parse_response`].
+type HeadParser = fn(&[u8]) -> Result<Option<(Head, usize)>, HeadError>;
+
 /// Reads one head into `buf`; `Ok(None)`: the peer closed before a byte.
 async fn read_head(
     core: &Core,
     sock: &Socket,
     buf: &mut InBuf,
-    parse: fn(&[u8]) -> Result<Option<(Head, usize)>, HeadError>,
+    parse: HeadParser,
     limit: usize,
+    wait_first: bool,
 ) -> Result<Option<Head>, HeadFailure> {
     loop {
         if !buf.is_empty() {
@@ -100,6 +104,10 @@ async fn read_head(
             }
         }
         let had = buf.data().len();
+        if had == 0 && wait_first {
+            // The peer has yet to answer: a read now would only find nothing.
+            sock.readable().await.map_err(HeadFailure::Io)?;
+        }
         match buf.fill(sock, &core.bufs).await {
             Ok(0) if had == 0 => return Ok(None),
             Ok(0) => return Err(HeadFailure::Io(io::ErrorKind::UnexpectedEof.into())),
@@ -134,6 +142,7 @@ async fn exchange(
         buf,
         Head::parse_request,
         config.max_head_bytes,
+        false,
     );
     let head = match runtime::timeout(config.header_timeout, read).await {
         Some(Ok(Some(head))) => head,
@@ -316,6 +325,14 @@ fn upstream_broke(target: &Target, answered: bool, error: io::Error) -> Failure 
     ))
 }
 
+/// True for errors that mean the peer had closed the connection.
+fn upstream_closed(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof
+    )
+}
+
 /// Everything one relayed request needs.
 struct Exchange<'a> {
     core: &'a Core,
@@ -351,11 +368,14 @@ impl Exchange<'_> {
     async fn connect(&self, pooled: bool) -> Result<(Socket, bool), Failure> {
         let config = &self.core.shared.config;
         let addr = self.upstream_addr();
+        // A request without a body is retried on a fresh connection if a
+        // pooled one turns out closed, so it needs no liveness probe.
+        let probe = self.framing != Framing::Empty;
         if pooled
             && let Some(socket) =
                 self.core
                     .upstreams
-                    .take(self.key, addr, config.upstream_idle_timeout)
+                    .take(self.key, addr, config.upstream_idle_timeout, probe)
         {
             Metrics::add(&self.core.shared.metrics.upstream_reused);
             return Ok((socket, true));
@@ -415,9 +435,9 @@ impl Exchange<'_> {
                     .await
             };
             if let Err(error) = sent {
-                // A pooled connection the upstream closed meanwhile: retry once
+                // A pooled connection the upstream closed meanwhile: retry
                 // on a fresh one when nothing of a body was consumed.
-                if reused && self.framing == Framing::Empty {
+                if reused && self.framing == Framing::Empty && upstream_closed(&error) {
                     pooled = false;
                     continue;
                 }
@@ -432,7 +452,15 @@ impl Exchange<'_> {
             };
             let response = match response {
                 Ok(Some(head)) => head,
-                Ok(None) | Err(_) if reused && self.framing == Framing::Empty => {
+                // The upstream closed a pooled connection under us before
+                // answering a byte: the request never ran, try a fresh one.
+                Ok(None) if reused && self.framing == Framing::Empty => {
+                    pooled = false;
+                    continue;
+                }
+                Err(error)
+                    if reused && self.framing == Framing::Empty && upstream_closed(&error) =>
+                {
                     pooled = false;
                     continue;
                 }
@@ -515,7 +543,14 @@ impl Exchange<'_> {
     ) -> io::Result<Option<Head>> {
         let idle = self.core.shared.config.idle_timeout;
         loop {
-            let read = read_head(self.core, upstream, buf, Head::parse_response, usize::MAX);
+            let read = read_head(
+                self.core,
+                upstream,
+                buf,
+                Head::parse_response,
+                usize::MAX,
+                true,
+            );
             let head = match runtime::timeout(idle, read).await {
                 None => return Err(io::ErrorKind::TimedOut.into()),
                 Some(Ok(head)) => head,

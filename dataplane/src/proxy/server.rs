@@ -280,7 +280,7 @@ async fn run_core(
     core.conns.close_all();
     core.upstreams.clear();
     let deadline = Instant::now() + CLOSE_WAIT;
-    while core.conns.len() > 0 && Instant::now() < deadline {
+    while !core.conns.is_empty() && Instant::now() < deadline {
         runtime::sleep(DRAIN_TICK).await;
     }
 }

@@ -195,9 +195,9 @@ impl CoreConns {
         self.cache.borrow_mut().remove(id);
     }
 
-    /// How many client connections this core has.
-    pub fn len(&self) -> usize {
-        self.entries.borrow().len()
+    /// True when this core has no client connection left.
+    pub fn is_empty(&self) -> bool {
+        self.entries.borrow().is_empty()
     }
 
     /// How many of this core's connections belong to `id`.

@@ -63,12 +63,20 @@ pub struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// A live idle connection to `addr` of capsule `id`, if any.
-    pub fn take(&self, id: &Rc<str>, addr: SocketAddr, max_idle: Duration) -> Option<Socket> {
+    /// An idle connection to `addr` of capsule `id`, if any. With `probe`,
+    /// one the upstream has closed meanwhile is skipped (a syscall); without,
+    /// the caller must be able to retry on a fresh connection.
+    pub fn take(
+        &self,
+        id: &Rc<str>,
+        addr: SocketAddr,
+        max_idle: Duration,
+        probe: bool,
+    ) -> Option<Socket> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&(Rc::clone(id), addr))?;
         while let Some((socket, since)) = list.pop() {
-            if since.elapsed() < max_idle && !socket.is_stale() {
+            if since.elapsed() < max_idle && !(probe && socket.is_stale()) {
                 return Some(socket);
             }
         }

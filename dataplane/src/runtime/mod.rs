@@ -30,7 +30,17 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     std::thread::Builder::new().name(name).spawn(move || {
-        let runtime = match compio::runtime::RuntimeBuilder::new().build() {
+        // One thread owns each ring: completions are processed when it asks
+        // for them (DEFER_TASKRUN) instead of interrupting it.
+        let mut proactor = compio::driver::ProactorBuilder::new();
+        proactor
+            .capacity(4096)
+            .single_issuer(true)
+            .defer_taskrun(true);
+        let runtime = match compio::runtime::RuntimeBuilder::new()
+            .with_proactor(proactor)
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(error) => {
                 tracing::error!(%error, "cannot start an io_uring runtime on this core");

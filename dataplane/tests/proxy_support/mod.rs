@@ -40,14 +40,15 @@ impl Checksum {
             self.pending.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.pending.len() == 8 {
-                let word = u64::from_le_bytes(self.pending[..].try_into().unwrap());
+                let word =
+                    u64::from_le_bytes(self.pending[..].try_into().expect("test support I/O"));
                 self.mix(word);
                 self.pending.clear();
             }
         }
         let mut words = data.chunks_exact(8);
         for w in &mut words {
-            self.mix(u64::from_le_bytes(w.try_into().unwrap()));
+            self.mix(u64::from_le_bytes(w.try_into().expect("test support I/O")));
         }
         self.pending.extend_from_slice(words.remainder());
     }
@@ -161,8 +162,9 @@ pub fn read_body(
         loop {
             let mut line = String::new();
             reader.read_line(&mut line).expect("chunk size line");
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16)
-                .expect("chunk size");
+            let size =
+                usize::from_str_radix(line.trim().split(';').next().expect("test support I/O"), 16)
+                    .expect("chunk size");
             if size == 0 {
                 // Trailers.
                 read_head_lines(reader).expect("trailers");
@@ -223,8 +225,12 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).expect("connect to proxy");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("test support I/O");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("test support I/O");
         Self {
             reader: BufReader::new(stream),
         }
@@ -287,7 +293,7 @@ impl Upstream {
     pub fn serve(listener: TcpListener, sends_continue: bool) -> Arc<Upstream> {
         let (gate_tx, gate_rx) = mpsc::channel();
         let upstream = Arc::new(Upstream {
-            addr: listener.local_addr().unwrap(),
+            addr: listener.local_addr().expect("test support I/O"),
             connections: Arc::default(),
             gate: Arc::new(Mutex::new(Some(gate_rx))),
             gate_tx: Mutex::new(Some(gate_tx)),
@@ -307,14 +313,14 @@ impl Upstream {
 
     /// Lets a `/stream` response finish.
     pub fn open_gate(&self) {
-        if let Some(tx) = self.gate_tx.lock().unwrap().take() {
+        if let Some(tx) = self.gate_tx.lock().expect("test support I/O").take() {
             let _ = tx.send(());
         }
     }
 
     fn connection(&self, stream: TcpStream, id: u64, sends_continue: bool) {
-        stream.set_nodelay(true).unwrap();
-        let mut writer = stream.try_clone().unwrap();
+        stream.set_nodelay(true).expect("test support I/O");
+        let mut writer = stream.try_clone().expect("test support I/O");
         let mut reader = BufReader::new(stream);
         while let Some(lines) = read_head_lines(&mut reader) {
             let request_line = lines[0].clone();
@@ -322,7 +328,10 @@ impl Upstream {
             let method = parts.next().unwrap_or("").to_owned();
             let target = parts.next().unwrap_or("").to_owned();
             let headers = parse_headers(&lines[1..]);
-            self.heads.lock().unwrap().push(lines.clone());
+            self.heads
+                .lock()
+                .expect("test support I/O")
+                .push(lines.clone());
             let get = |name: &str| {
                 headers
                     .iter()
@@ -332,7 +341,9 @@ impl Upstream {
             if sends_continue
                 && get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
             {
-                writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+                writer
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .expect("test support I/O");
             }
             let (path, query) = target.split_once('?').unwrap_or((&target, ""));
             let param = |key: &str| {
@@ -349,14 +360,18 @@ impl Upstream {
                 )
                 .into_bytes();
                 response.extend_from_slice(body);
-                writer.write_all(&response).unwrap();
+                writer.write_all(&response).expect("test support I/O");
             };
             match path {
                 "/conn" => ok(&mut writer, id.to_string().as_bytes(), ""),
                 "/headers" => ok(&mut writer, lines.join("\n").as_bytes(), ""),
                 "/big" => {
-                    let len: u64 = param("bytes").unwrap().parse().unwrap();
-                    write!(writer, "HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n").unwrap();
+                    let len: u64 = param("bytes")
+                        .expect("test support I/O")
+                        .parse()
+                        .expect("test support I/O");
+                    write!(writer, "HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n")
+                        .expect("test support I/O");
                     let mut block = vec![0u8; 1 << 20];
                     let mut offset = 0;
                     while offset < len {
@@ -384,13 +399,15 @@ impl Upstream {
                             writer,
                             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
                         )
-                        .unwrap();
+                        .expect("test support I/O");
                         for part in echoed.chunks(echoed.len().div_ceil(3).max(1)) {
-                            write!(writer, "{:x}\r\n", part.len()).unwrap();
-                            writer.write_all(part).unwrap();
-                            writer.write_all(b"\r\n").unwrap();
+                            write!(writer, "{:x}\r\n", part.len()).expect("test support I/O");
+                            writer.write_all(part).expect("test support I/O");
+                            writer.write_all(b"\r\n").expect("test support I/O");
                         }
-                        writer.write_all(b"0\r\nx-trailer: done\r\n\r\n").unwrap();
+                        writer
+                            .write_all(b"0\r\nx-trailer: done\r\n\r\n")
+                            .expect("test support I/O");
                     } else {
                         let len = sum.len;
                         let body = format!("{{\"len\":{len},\"checksum\":{}}}", sum.finish());
@@ -398,7 +415,7 @@ impl Upstream {
                     }
                 }
                 "/redirect" => {
-                    let to = param("to").unwrap();
+                    let to = param("to").expect("test support I/O");
                     let to = to
                         .replace("%2F", "/")
                         .replace("%3A", ":")
@@ -408,10 +425,13 @@ impl Upstream {
                         writer,
                         "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\n\r\n"
                     )
-                    .unwrap();
+                    .expect("test support I/O");
                 }
                 "/slow" => {
-                    let ms: u64 = param("ms").unwrap().parse().unwrap();
+                    let ms: u64 = param("ms")
+                        .expect("test support I/O")
+                        .parse()
+                        .expect("test support I/O");
                     std::thread::sleep(Duration::from_millis(ms));
                     ok(&mut writer, b"slow", "");
                 }
@@ -420,9 +440,9 @@ impl Upstream {
                         .write_all(
                             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
                         )
-                        .unwrap();
-                    writer.flush().unwrap();
-                    let gate = self.gate.lock().unwrap().take();
+                        .expect("test support I/O");
+                    writer.flush().expect("test support I/O");
+                    let gate = self.gate.lock().expect("test support I/O").take();
                     if let Some(gate) = gate {
                         let _ = gate.recv_timeout(IO_TIMEOUT);
                     }
@@ -432,16 +452,16 @@ impl Upstream {
                 }
                 "/raw-upgrade" => {
                     // After 101: echo until the client half-closes, then say bye.
-                    writer.write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: raw-echo\r\n\r\n").unwrap();
+                    writer.write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: raw-echo\r\n\r\n").expect("test support I/O");
                     let mut buf = [0u8; 4096];
                     let mut reader = reader.into_inner();
                     loop {
                         match reader.read(&mut buf) {
                             Ok(0) | Err(_) => break,
-                            Ok(n) => writer.write_all(&buf[..n]).unwrap(),
+                            Ok(n) => writer.write_all(&buf[..n]).expect("test support I/O"),
                         }
                     }
-                    writer.write_all(b"bye").unwrap();
+                    writer.write_all(b"bye").expect("test support I/O");
                     return;
                 }
                 _ => {
@@ -459,7 +479,7 @@ impl Upstream {
 /// A WebSocket echo server (tungstenite).
 pub fn websocket_echo(ip: &str) -> SocketAddr {
     let listener = TcpListener::bind((ip, 0)).expect("bind ws");
-    let addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr().expect("test support I/O");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
@@ -483,8 +503,8 @@ pub fn websocket_echo(ip: &str) -> SocketAddr {
 
 /// A port that refuses for `delay`, then serves like [`Upstream`].
 pub fn late_upstream(ip: &str, delay: Duration) -> u16 {
-    let probe = TcpListener::bind((ip, 0)).unwrap();
-    let addr = probe.local_addr().unwrap();
+    let probe = TcpListener::bind((ip, 0)).expect("test support I/O");
+    let addr = probe.local_addr().expect("test support I/O");
     drop(probe);
     let ip = ip.to_owned();
     std::thread::spawn(move || {
