@@ -6,3 +6,5 @@
 
 pub mod cow_disk;
 pub mod netslot;
+pub mod proxy;
+pub mod runtime;
