@@ -196,10 +196,10 @@ pub fn assert_no_leftovers(dir: &Path, id: &CapsuleId, init_pid: Option<i32>) {
     );
     if let Some(pid) = init_pid {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The pid may have been reused by an unrelated process, never by init.
-        assert!(
-            !stat.contains("(sh)") && !stat.contains("(envd)"),
-            "init {pid} still runs: {stat}"
-        );
+        // Gone, a zombie awaiting the host's reaper, or the pid reused by an
+        // unrelated process: never a live init.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+        let init_comm = stat.contains("(sh)") || stat.contains("(envd)");
+        assert!(!init_comm || state == Some("Z"), "init {pid} still runs: {stat}");
     }
 }

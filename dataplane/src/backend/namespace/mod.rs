@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -394,13 +395,26 @@ impl Inner {
         let id = &persisted.spec.id;
         let timeout = self.config.timeout;
         let cgroup = self.cgroups.open(&persisted.cgroup)?;
+        let init = match persisted.init {
+            Some(init) => init.pidfd().map_err(Self::io_err(id, "open init's pidfd"))?,
+            None => None,
+        };
+        if let Some(pidfd) = &init {
+            // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, 0, 0) };
+        }
         if let Some(cgroup) = &cgroup {
             cgroup.kill_all(timeout)?;
-        } else if let Some(init) = persisted.init.filter(InitProcess::alive) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(init.pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        }
+        // Init leaves its cgroup before it has finished exiting (it waits
+        // for the rest of its PID namespace first).
+        if let Some(pidfd) = &init
+            && !state::wait_exit(pidfd, timeout).map_err(Self::io_err(id, "wait for init"))?
+        {
+            return Err(Self::io_err(id, "wait for init")(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "init did not exit after SIGKILL",
+            )));
         }
         if let Some(number) = persisted.loop_device {
             // The dead mount namespace's unmount finishes asynchronously.

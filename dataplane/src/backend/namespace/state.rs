@@ -5,6 +5,8 @@
 //! pid).
 
 use std::io::{self, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,38 @@ impl InitProcess {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
             Ok(stat) => parse_stat(&stat).is_some_and(|(state, start)| state != 'Z' && start == self.start_time),
             Err(_) => false,
+        }
+    }
+}
+
+impl InitProcess {
+    /// A pidfd for this very process, or `None` when it is gone.
+    pub fn pidfd(&self) -> io::Result<Option<OwnedFd>> {
+        // SAFETY: pidfd_open takes plain integers and returns a new descriptor.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::ESRCH) { Ok(None) } else { Err(e) };
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // Checked after opening: the descriptor now pins this pid, so a
+        // matching start time proves it is our process.
+        Ok(self.alive().then_some(fd))
+    }
+}
+
+/// Waits until the process behind `pidfd` has exited (a pid namespace's
+/// init exits only after every other process of the namespace).
+pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, ms) {
+            Ok(n) => return Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
