@@ -102,10 +102,16 @@ fn fake_v2(dir: &Path) -> Cgroup {
         ("memory.max", "max\n"),
         ("memory.swap.max", "max\n"),
         ("pids.max", "max\n"),
-        ("cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"),
+        (
+            "cpu.stat",
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+        ),
         ("memory.current", "4096\n"),
         ("pids.current", "3\n"),
-        ("memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n"),
+        (
+            "memory.events",
+            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n",
+        ),
         ("cgroup.freeze", "0\n"),
         ("cgroup.events", "populated 1\nfrozen 0\n"),
     ] {

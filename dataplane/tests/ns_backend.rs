@@ -32,12 +32,20 @@ async fn concurrent_capsules_are_isolated() {
     }
 
     for s in &specs {
-        let (code, out, err) = sh(&fx.backend, &s.id, "hostname; id -u; cat /proc/1/cmdline | tr '\\0' ' '");
+        let (code, out, err) = sh(
+            &fx.backend,
+            &s.id,
+            "hostname; id -u; cat /proc/1/cmdline | tr '\\0' ' '",
+        );
         assert_eq!(code, 0, "{err}");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], s.id.as_str(), "hostname");
         assert_eq!(lines[1], "0", "runs as capsule root");
-        assert!(lines[2].starts_with("/bin/sh -c while"), "pid 1 is init: {}", lines[2]);
+        assert!(
+            lines[2].starts_with("/bin/sh -c while"),
+            "pid 1 is init: {}",
+            lines[2]
+        );
         // Own PID namespace: only init, its sleep, and this shell and its children.
         let (_, procs, _) = sh(&fx.backend, &s.id, "ls -d /proc/[0-9]* | wc -l");
         let count: u32 = procs.trim().parse().expect("count");
@@ -54,19 +62,44 @@ async fn concurrent_capsules_are_isolated() {
         .arg("7777")
         .spawn()
         .expect("spawn");
-    let (_, seen0, _) = sh(&fx.backend, &specs[0].id, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '");
-    assert!(seen0.contains("7777"), "marker not visible in its own capsule: {seen0}");
-    let (_, seen1, _) = sh(&fx.backend, &specs[1].id, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '");
-    assert!(!seen1.contains("7777"), "capsule 1 sees capsule 0's process: {seen1}");
+    let (_, seen0, _) = sh(
+        &fx.backend,
+        &specs[0].id,
+        "cat /proc/[0-9]*/cmdline | tr '\\0' ' '",
+    );
+    assert!(
+        seen0.contains("7777"),
+        "marker not visible in its own capsule: {seen0}"
+    );
+    let (_, seen1, _) = sh(
+        &fx.backend,
+        &specs[1].id,
+        "cat /proc/[0-9]*/cmdline | tr '\\0' ' '",
+    );
+    assert!(
+        !seen1.contains("7777"),
+        "capsule 1 sees capsule 0's process: {seen1}"
+    );
     let (_, files, _) = sh(&fx.backend, &specs[1].id, "ls /root");
-    assert_eq!(files.trim(), specs[1].id.as_str(), "capsule 1 sees other files");
+    assert_eq!(
+        files.trim(),
+        specs[1].id.as_str(),
+        "capsule 1 sees other files"
+    );
     // The host's files are not there either (the test's data dir, for one).
-    let (code, _, _) = sh(&fx.backend, &specs[1].id, &format!("test -e {}", fx.data.path().display()));
+    let (code, _, _) = sh(
+        &fx.backend,
+        &specs[1].id,
+        &format!("test -e {}", fx.data.path().display()),
+    );
     assert_ne!(code, 0);
     let _ = marker.kill();
     let _ = marker.wait();
 
-    let pids: Vec<i32> = specs.iter().map(|s| fx.backend.init_pid(&s.id).expect("pid")).collect();
+    let pids: Vec<i32> = specs
+        .iter()
+        .map(|s| fx.backend.init_pid(&s.id).expect("pid"))
+        .collect();
     for (s, pid) in specs.iter().zip(pids) {
         let dir = fx.backend.capsule_dir(&s.id);
         fx.backend.destroy(&s.id).await.expect("destroy");
@@ -112,13 +145,29 @@ async fn memory_limit_is_enforced_and_oom_reported() {
     }
     let fx = Fixture::new(idle_init());
     let net = Netns::new();
-    let spec = fx.spec(&net, Resources { memory_mb: 32, ..resources() });
-    let _guard = Guard { backend: fx.backend.clone(), id: spec.id.clone() };
+    let spec = fx.spec(
+        &net,
+        Resources {
+            memory_mb: 32,
+            ..resources()
+        },
+    );
+    let _guard = Guard {
+        backend: fx.backend.clone(),
+        id: spec.id.clone(),
+    };
     fx.backend.create(&spec).await.expect("create");
-    assert_eq!(fx.backend.status(&spec.id).await.expect("status").oom_kills, 0);
+    assert_eq!(
+        fx.backend.status(&spec.id).await.expect("status").oom_kills,
+        0
+    );
 
     // dd fills a 96 MiB buffer: three times the limit.
-    let (code, _, err) = sh(&fx.backend, &spec.id, "dd if=/dev/zero of=/dev/null bs=96M count=1");
+    let (code, _, err) = sh(
+        &fx.backend,
+        &spec.id,
+        "dd if=/dev/zero of=/dev/null bs=96M count=1",
+    );
     assert_eq!(code, 128 + 9, "dd was not OOM-killed: {err}");
     let status = fx.backend.status(&spec.id).await.expect("status");
     assert!(status.oom_kills >= 1, "OOM not reported: {status:?}");
@@ -128,7 +177,11 @@ async fn memory_limit_is_enforced_and_oom_reported() {
     assert_eq!(m.memory_limit_bytes, 32 << 20);
     assert!(m.memory_bytes <= 32 << 20);
     // Something within the limit still works.
-    let (code, _, err) = sh(&fx.backend, &spec.id, "dd if=/dev/zero of=/dev/null bs=4M count=1");
+    let (code, _, err) = sh(
+        &fx.backend,
+        &spec.id,
+        "dd if=/dev/zero of=/dev/null bs=4M count=1",
+    );
     assert_eq!(code, 0, "{err}");
 }
 
@@ -140,8 +193,17 @@ async fn fork_bomb_stops_at_the_pid_limit() {
     let fx = Fixture::new(idle_init());
     let net = Netns::new();
     let max_pids = 48;
-    let spec = fx.spec(&net, Resources { max_pids, ..resources() });
-    let _guard = Guard { backend: fx.backend.clone(), id: spec.id.clone() };
+    let spec = fx.spec(
+        &net,
+        Resources {
+            max_pids,
+            ..resources()
+        },
+    );
+    let _guard = Guard {
+        backend: fx.backend.clone(),
+        id: spec.id.clone(),
+    };
     fx.backend.create(&spec).await.expect("create");
     let dir = fx.backend.capsule_dir(&spec.id);
     let init = fx.backend.init_pid(&spec.id).expect("pid");
@@ -158,13 +220,25 @@ async fn fork_bomb_stops_at_the_pid_limit() {
     let mut peak = 0;
     for _ in 0..100 {
         let m = fx.backend.metrics(&spec.id).await.expect("metrics");
-        assert!(m.pids <= u64::from(max_pids), "{} tasks, limit {max_pids}", m.pids);
+        assert!(
+            m.pids <= u64::from(max_pids),
+            "{} tasks, limit {max_pids}",
+            m.pids
+        );
         peak = peak.max(m.pids);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(peak >= u64::from(max_pids) - 8, "the bomb never reached the limit: peak {peak}");
+    assert!(
+        peak >= u64::from(max_pids) - 8,
+        "the bomb never reached the limit: peak {peak}"
+    );
     // The host is unharmed: it still starts processes.
-    assert!(std::process::Command::new("true").status().expect("host spawn").success());
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .expect("host spawn")
+            .success()
+    );
 
     fx.backend.destroy(&spec.id).await.expect("destroy");
     let _ = bomb.wait();
@@ -176,10 +250,15 @@ async fn pause_stops_progress_and_resume_continues() {
     if skip_unless_root() {
         return;
     }
-    let fx = Fixture::new(shell_init("i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; done"));
+    let fx = Fixture::new(shell_init(
+        "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; done",
+    ));
     let net = Netns::new();
     let spec = fx.spec(&net, resources());
-    let _guard = Guard { backend: fx.backend.clone(), id: spec.id.clone() };
+    let _guard = Guard {
+        backend: fx.backend.clone(),
+        id: spec.id.clone(),
+    };
     fx.backend.create(&spec).await.expect("create");
     let pid = fx.backend.init_pid(&spec.id).expect("pid");
     let counter = || read_inside(pid, "/tmp/counter").and_then(|s| s.trim().parse::<u64>().ok());
@@ -187,21 +266,33 @@ async fn pause_stops_progress_and_resume_continues() {
     wait_for(5, || counter().filter(|c| *c > first)).expect("counter advances");
 
     fx.backend.pause(&spec.id).await.expect("pause");
-    assert_eq!(fx.backend.status(&spec.id).await.expect("status").state, RunState::Paused);
+    assert_eq!(
+        fx.backend.status(&spec.id).await.expect("status").state,
+        RunState::Paused
+    );
     let frozen = counter().expect("counter");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(counter(), Some(frozen), "counter moved while paused");
     assert!(matches!(
         fx.backend.pause(&spec.id).await,
-        Err(BackendError::InvalidState { state: RunState::Paused, .. })
+        Err(BackendError::InvalidState {
+            state: RunState::Paused,
+            ..
+        })
     ));
 
     fx.backend.resume(&spec.id).await.expect("resume");
-    assert_eq!(fx.backend.status(&spec.id).await.expect("status").state, RunState::Running);
+    assert_eq!(
+        fx.backend.status(&spec.id).await.expect("status").state,
+        RunState::Running
+    );
     wait_for(5, || counter().filter(|c| *c > frozen)).expect("counter advances after resume");
     assert!(matches!(
         fx.backend.resume(&spec.id).await,
-        Err(BackendError::InvalidState { state: RunState::Running, .. })
+        Err(BackendError::InvalidState {
+            state: RunState::Running,
+            ..
+        })
     ));
 
     // Destroying a paused capsule works too.
@@ -221,12 +312,21 @@ async fn seccomp_denies_and_no_new_privs_is_set() {
     let fx = Fixture::new(shell_init(
         "unshare -U true 2>/run/unshare.err; echo $? > /run/unshare.rc; while :; do sleep 3600; done",
     ));
-    let host = std::process::Command::new("unshare").args(["-U", "true"]).status().expect("unshare");
-    assert!(host.success(), "control: unshare -U must work outside a capsule");
+    let host = std::process::Command::new("unshare")
+        .args(["-U", "true"])
+        .status()
+        .expect("unshare");
+    assert!(
+        host.success(),
+        "control: unshare -U must work outside a capsule"
+    );
 
     let net = Netns::new();
     let spec = fx.spec(&net, resources());
-    let _guard = Guard { backend: fx.backend.clone(), id: spec.id.clone() };
+    let _guard = Guard {
+        backend: fx.backend.clone(),
+        id: spec.id.clone(),
+    };
     fx.backend.create(&spec).await.expect("create");
     let pid = fx.backend.init_pid(&spec.id).expect("pid");
     let rc = wait_for(5, || read_inside(pid, "/run/unshare.rc")).expect("rc");
@@ -262,20 +362,40 @@ async fn disk_quota_is_enforced() {
     }
     let fx = Fixture::new(idle_init());
     let net = Netns::new();
-    let spec = fx.spec(&net, Resources { disk_mb: 32, ..resources() });
-    let _guard = Guard { backend: fx.backend.clone(), id: spec.id.clone() };
+    let spec = fx.spec(
+        &net,
+        Resources {
+            disk_mb: 32,
+            ..resources()
+        },
+    );
+    let _guard = Guard {
+        backend: fx.backend.clone(),
+        id: spec.id.clone(),
+    };
     fx.backend.create(&spec).await.expect("create");
     let before = fx.backend.metrics(&spec.id).await.expect("metrics");
     assert!(before.disk_total_bytes <= 32 << 20 && before.disk_total_bytes > 16 << 20);
 
-    let (code, _, err) = sh(&fx.backend, &spec.id, "dd if=/dev/zero of=/root/big bs=1M count=64");
+    let (code, _, err) = sh(
+        &fx.backend,
+        &spec.id,
+        "dd if=/dev/zero of=/root/big bs=1M count=64",
+    );
     assert_ne!(code, 0, "wrote 64 MiB on a 32 MiB disk");
     assert!(err.contains("No space left on device"), "{err}");
     let full = fx.backend.metrics(&spec.id).await.expect("metrics");
-    assert!(full.disk_used_bytes > before.disk_used_bytes + (20 << 20), "{full:?}");
+    assert!(
+        full.disk_used_bytes > before.disk_used_bytes + (20 << 20),
+        "{full:?}"
+    );
 
     // Space comes back when the file goes, and files survive in the layer.
-    let (code, _, err) = sh(&fx.backend, &spec.id, "rm /root/big && echo kept > /root/small && cat /root/small");
+    let (code, _, err) = sh(
+        &fx.backend,
+        &spec.id,
+        "rm /root/big && echo kept > /root/small && cat /root/small",
+    );
     assert_eq!(code, 0, "{err}");
     let after = fx.backend.metrics(&spec.id).await.expect("metrics");
     assert!(after.disk_used_bytes < full.disk_used_bytes - (20 << 20));
@@ -301,7 +421,13 @@ async fn bad_requests_get_typed_errors_and_leave_nothing() {
         Err(BackendError::Template(TemplateError::InvalidName(_)))
     ));
 
-    let mut spec = fx.spec(&net, Resources { memory_mb: 0, ..resources() });
+    let mut spec = fx.spec(
+        &net,
+        Resources {
+            memory_mb: 0,
+            ..resources()
+        },
+    );
     assert!(matches!(
         fx.backend.create(&spec).await,
         Err(BackendError::InvalidSpec(e)) if e.field == "memory_mb"
@@ -316,22 +442,42 @@ async fn bad_requests_get_typed_errors_and_leave_nothing() {
     assert!(!fx.backend.capsule_dir(&spec.id).exists());
 
     spec.netns = net.path();
-    let _guard = Guard { backend: fx.backend.clone(), id: spec.id.clone() };
+    let _guard = Guard {
+        backend: fx.backend.clone(),
+        id: spec.id.clone(),
+    };
     fx.backend.create(&spec).await.expect("create");
-    assert!(matches!(fx.backend.create(&spec).await, Err(BackendError::AlreadyExists(_))));
+    assert!(matches!(
+        fx.backend.create(&spec).await,
+        Err(BackendError::AlreadyExists(_))
+    ));
     // The duplicate did not harm the original.
-    assert_eq!(fx.backend.status(&spec.id).await.expect("status").state, RunState::Running);
+    assert_eq!(
+        fx.backend.status(&spec.id).await.expect("status").state,
+        RunState::Running
+    );
 
     let unknown = CapsuleId::new("never-made").expect("id");
-    assert!(matches!(fx.backend.pause(&unknown).await, Err(BackendError::NotFound(_))));
-    assert!(matches!(fx.backend.destroy(&unknown).await, Err(BackendError::NotFound(_))));
-    assert!(matches!(fx.backend.adopt(&unknown).await, Err(BackendError::NotFound(_))));
+    assert!(matches!(
+        fx.backend.pause(&unknown).await,
+        Err(BackendError::NotFound(_))
+    ));
+    assert!(matches!(
+        fx.backend.destroy(&unknown).await,
+        Err(BackendError::NotFound(_))
+    ));
+    assert!(matches!(
+        fx.backend.adopt(&unknown).await,
+        Err(BackendError::NotFound(_))
+    ));
 
     // An init that cannot start is a launch error, cleaned up completely.
     let broken = Fixture::new(shell_init("true"));
     let broken_backend = {
         let mut config = broken.config.clone();
-        config.init = warren_dataplane::backend::namespace::InitCommand::Template(vec!["/no/such/init".into()]);
+        config.init = warren_dataplane::backend::namespace::InitCommand::Template(vec![
+            "/no/such/init".into(),
+        ]);
         warren_dataplane::backend::namespace::NamespaceBackend::new(config).expect("backend")
     };
     let spec = broken.spec(&net, resources());
@@ -356,9 +502,11 @@ fn helper_agent_process() {
         let v: Vec<&str> = args.split('\n').collect();
         (v[0].to_owned(), v[1].to_owned(), v[2].to_owned())
     };
-    let mut config = warren_dataplane::backend::namespace::NamespaceConfig::new(data_dir.into(), idle_init());
+    let mut config =
+        warren_dataplane::backend::namespace::NamespaceConfig::new(data_dir.into(), idle_init());
     config.cgroup_parent = CGROUP_PARENT.into();
-    let backend = warren_dataplane::backend::namespace::NamespaceBackend::new(config).expect("backend");
+    let backend =
+        warren_dataplane::backend::namespace::NamespaceBackend::new(config).expect("backend");
     let spec = warren_dataplane::backend::CapsuleSpec {
         id: CapsuleId::new(id).expect("id"),
         template: "tiny".into(),
@@ -380,21 +528,41 @@ async fn capsules_survive_the_agent_process() {
     let fx = Fixture::new(idle_init());
     let net = Netns::new();
     let id = CapsuleId::new(unique("c")).expect("id");
-    let _guard = Guard { backend: fx.backend.clone(), id: id.clone() };
+    let _guard = Guard {
+        backend: fx.backend.clone(),
+        id: id.clone(),
+    };
     let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "helper_agent_process", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "helper_agent_process",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(
             "WARREN_TEST_AGENT",
-            format!("{}\n{}\n{}", fx.data.path().display(), net.path().display(), id),
+            format!(
+                "{}\n{}\n{}",
+                fx.data.path().display(),
+                net.path().display(),
+                id
+            ),
         )
         .status()
         .expect("run the agent process");
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "agent process: {status:?}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "agent process: {status:?}"
+    );
 
     // The "restarted agent" finds and adopts the capsule, which kept running.
     let backend = fx.reopen();
-    assert_eq!(backend.persisted().await.expect("persisted"), vec![id.clone()]);
+    assert_eq!(
+        backend.persisted().await.expect("persisted"),
+        vec![id.clone()]
+    );
     let handle = backend.adopt(&id).await.expect("adopt");
     assert_eq!(handle.status.state, RunState::Running);
     let (code, out, err) = sh(&backend, &id, "hostname");

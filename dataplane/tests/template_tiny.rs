@@ -6,7 +6,11 @@ use std::os::unix::fs::MetadataExt;
 use warren_dataplane::template::{IdMap, TINY, TemplateError, TemplateStore};
 
 fn store(dir: &std::path::Path) -> TemplateStore {
-    TemplateStore::new(dir.join("templates"), IdMap::default(), "/bin/busybox".into())
+    TemplateStore::new(
+        dir.join("templates"),
+        IdMap::default(),
+        "/bin/busybox".into(),
+    )
 }
 
 #[test]
@@ -37,13 +41,21 @@ fn tiny_is_built_once_and_shaped_for_envd() {
     assert!(passwd.contains("user:x:1000:1000:user:/home/user:/bin/sh"));
     let group = std::fs::read_to_string(root.join("etc/group")).expect("group");
     assert!(group.contains("user:x:1000:"));
-    for f in ["etc/hosts", "etc/resolv.conf", "bin/busybox", "usr/local/bin/envd"] {
+    for f in [
+        "etc/hosts",
+        "etc/resolv.conf",
+        "bin/busybox",
+        "usr/local/bin/envd",
+    ] {
         assert!(root.join(f).is_file(), "{f} missing");
     }
     for d in ["home/user", "tmp", "root", "proc", "sys", "dev", "run"] {
         assert!(root.join(d).is_dir(), "{d} missing");
     }
-    assert_eq!(std::fs::read_link(root.join("bin/sh")).expect("sh"), std::path::Path::new("/bin/busybox"));
+    assert_eq!(
+        std::fs::read_link(root.join("bin/sh")).expect("sh"),
+        std::path::Path::new("/bin/busybox")
+    );
 
     let map = IdMap::default();
     let meta = |p: &str| std::fs::symlink_metadata(root.join(p)).expect(p);
@@ -67,17 +79,27 @@ fn tiny_is_built_once_and_shaped_for_envd() {
     // A store with another id map refuses the tree rather than mis-owning it.
     let other = TemplateStore::new(
         dir.path().join("templates"),
-        IdMap { host_base: 2_000_000_000, count: 65_536 },
+        IdMap {
+            host_base: 2_000_000_000,
+            count: 65_536,
+        },
         "/bin/busybox".into(),
     );
-    assert!(matches!(other.get(TINY), Err(TemplateError::IdMapMismatch { .. })));
+    assert!(matches!(
+        other.get(TINY),
+        Err(TemplateError::IdMapMismatch { .. })
+    ));
 }
 
 #[test]
 fn a_dynamic_busybox_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     // /bin/ls is dynamically linked on every Debian.
-    let store = TemplateStore::new(dir.path().join("templates"), IdMap::default(), "/bin/ls".into());
+    let store = TemplateStore::new(
+        dir.path().join("templates"),
+        IdMap::default(),
+        "/bin/ls".into(),
+    );
     let err = store.ensure(TINY).expect_err("dynamic binary accepted");
     assert!(matches!(err, TemplateError::Build { .. }), "{err}");
     assert!(store.get(TINY).is_err());

@@ -146,7 +146,10 @@ impl CapsuleSpec {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         if hostname.len() > 64 || !hostname.split('.').all(label_ok) {
-            return Err(invalid("hostname", format!("{hostname:?} is not a valid host name")));
+            return Err(invalid(
+                "hostname",
+                format!("{hostname:?} is not a valid host name"),
+            ));
         }
         for (k, v) in &self.env {
             let key_ok = !k.is_empty()
@@ -199,7 +202,8 @@ mod tests {
     #[test]
     fn spec_fields_are_checked() {
         assert!(spec().validate().is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut CapsuleSpec)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut CapsuleSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("vcpus", Box::new(|s| s.resources.vcpus = 0)),
             ("memory_mb", Box::new(|s| s.resources.memory_mb = 0)),
             ("disk_mb", Box::new(|s| s.resources.disk_mb = 1)),
@@ -207,12 +211,18 @@ mod tests {
             ("template", Box::new(|s| s.template.clear())),
             ("netns", Box::new(|s| s.netns = "relative".into())),
             ("hostname", Box::new(|s| s.hostname = Some("-bad".into()))),
-            ("env", Box::new(|s| {
-                s.env.insert("A=B".into(), "x".into());
-            })),
-            ("env", Box::new(|s| {
-                s.env.insert("A".into(), "x\0y".into());
-            })),
+            (
+                "env",
+                Box::new(|s| {
+                    s.env.insert("A=B".into(), "x".into());
+                }),
+            ),
+            (
+                "env",
+                Box::new(|s| {
+                    s.env.insert("A".into(), "x\0y".into());
+                }),
+            ),
         ];
         for (field, mutate) in cases {
             let mut s = spec();

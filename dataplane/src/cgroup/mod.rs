@@ -348,7 +348,9 @@ impl Cgroup {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     // Just-killed tasks can keep the cgroup busy for a moment.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < timeout => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < timeout =>
+                    {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                     Err(source) => {

@@ -77,7 +77,11 @@ impl CgroupV1 {
         }
     }
 
-    pub(super) fn create(mounts: &V1Mounts, parent: &Path, name: &str) -> Result<Self, CgroupError> {
+    pub(super) fn create(
+        mounts: &V1Mounts,
+        parent: &Path,
+        name: &str,
+    ) -> Result<Self, CgroupError> {
         let cg = Self::at(mounts, parent, name);
         for (root, dir) in mounts.roots().iter().zip(&cg.dirs) {
             fs::mkdir_all(&root.join(parent))?;
@@ -111,7 +115,10 @@ impl CgroupV1 {
     }
 
     pub(super) fn set_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
-        fs::write(&self.cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        fs::write(
+            &self.cpu.join("cpu.cfs_period_us"),
+            &CPU_PERIOD_US.to_string(),
+        )?;
         fs::write(
             &self.cpu.join("cpu.cfs_quota_us"),
             &(u64::from(limits.cpus) * CPU_PERIOD_US).to_string(),

@@ -52,7 +52,10 @@ impl CgroupV2 {
             &self.dir.join("cpu.max"),
             &format!("{} {CPU_PERIOD_US}", u64::from(limits.cpus) * CPU_PERIOD_US),
         )?;
-        fs::write(&self.dir.join("memory.max"), &limits.memory_bytes.to_string())?;
+        fs::write(
+            &self.dir.join("memory.max"),
+            &limits.memory_bytes.to_string(),
+        )?;
         // Only present when the kernel accounts swap.
         let swap = self.dir.join("memory.swap.max");
         if swap.exists() {
@@ -86,7 +89,10 @@ impl CgroupV2 {
     }
 
     pub(super) fn request_freeze(&self, frozen: bool) -> Result<(), CgroupError> {
-        fs::write(&self.dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })
+        fs::write(
+            &self.dir.join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+        )
     }
 
     /// SIGKILLs every process in the cgroup (kernel 5.14+; frozen ones too).

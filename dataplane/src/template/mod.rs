@@ -138,7 +138,11 @@ impl TemplateStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(TemplateError::NotFound(name.to_owned()));
             }
-            Err(e) => return Err(TemplateError::io(format!("read {}", meta_path.display()))(e)),
+            Err(e) => {
+                return Err(TemplateError::io(format!("read {}", meta_path.display()))(
+                    e,
+                ));
+            }
         };
         let meta: TemplateMeta = serde_json::from_slice(&text).map_err(|e| TemplateError::Io {
             context: format!("parse {}", meta_path.display()),
@@ -183,9 +187,7 @@ impl TemplateStore {
         match std::fs::rename(&staged, self.dir.join(name)) {
             Ok(()) => {}
             // Someone else finished the same build first: theirs is as good.
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
                 remove_tree(&staged);
             }
             Err(e) => {
@@ -222,7 +224,11 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        let store = TemplateStore::new("/nonexistent".into(), IdMap::default(), "/bin/busybox".into());
+        let store = TemplateStore::new(
+            "/nonexistent".into(),
+            IdMap::default(),
+            "/bin/busybox".into(),
+        );
         for bad in ["", "../etc", "a/b", ".hidden", "UPPER", &"x".repeat(65)] {
             assert!(
                 matches!(store.get(bad), Err(TemplateError::InvalidName(_))),
@@ -230,6 +236,9 @@ mod tests {
             );
         }
         assert!(matches!(store.get("nope"), Err(TemplateError::NotFound(_))));
-        assert!(matches!(store.ensure("nope"), Err(TemplateError::NotFound(_))));
+        assert!(matches!(
+            store.ensure("nope"),
+            Err(TemplateError::NotFound(_))
+        ));
     }
 }

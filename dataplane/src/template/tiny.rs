@@ -45,19 +45,22 @@ pub const ENVD_PATH: &str = "usr/local/bin/envd";
 /// Builds the tree at `rootfs` (which must not exist).
 pub(super) fn build(rootfs: &Path, id_map: &IdMap, busybox: &Path) -> Result<(), TemplateError> {
     check_static(busybox)?;
-    std::fs::create_dir(rootfs).map_err(TemplateError::io(format!("create {}", rootfs.display())))?;
+    std::fs::create_dir(rootfs)
+        .map_err(TemplateError::io(format!("create {}", rootfs.display())))?;
     for (dir, mode) in DIRS {
         let path = rootfs.join(dir);
         std::fs::create_dir(&path).map_err(TemplateError::io(format!("create {dir}")))?;
         set_mode(&path, mode)?;
     }
     for dir in ["var", "var/tmp", "var/log", "mnt", "opt"] {
-        std::fs::create_dir(rootfs.join(dir)).map_err(TemplateError::io(format!("create {dir}")))?;
+        std::fs::create_dir(rootfs.join(dir))
+            .map_err(TemplateError::io(format!("create {dir}")))?;
     }
     set_mode(&rootfs.join("var/tmp"), 0o1777)?;
 
     let target = rootfs.join("bin/busybox");
-    std::fs::copy(busybox, &target).map_err(TemplateError::io(format!("copy {}", busybox.display())))?;
+    std::fs::copy(busybox, &target)
+        .map_err(TemplateError::io(format!("copy {}", busybox.display())))?;
     set_mode(&target, 0o755)?;
     for applet in applets(busybox)? {
         let link = rootfs.join(&applet);
@@ -74,7 +77,8 @@ pub(super) fn build(rootfs: &Path, id_map: &IdMap, busybox: &Path) -> Result<(),
         ("etc/resolv.conf", RESOLV_CONF),
         ("etc/hostname", "capsule\n"),
     ] {
-        std::fs::write(rootfs.join(name), contents).map_err(TemplateError::io(format!("write {name}")))?;
+        std::fs::write(rootfs.join(name), contents)
+            .map_err(TemplateError::io(format!("write {name}")))?;
     }
     let envd = rootfs.join(ENVD_PATH);
     std::fs::write(&envd, b"").map_err(TemplateError::io("create the envd mount point"))?;
@@ -89,7 +93,10 @@ fn applets(busybox: &Path) -> Result<Vec<String>, TemplateError> {
     let out = Command::new(busybox)
         .arg("--list-full")
         .output()
-        .map_err(TemplateError::io(format!("run {} --list-full", busybox.display())))?;
+        .map_err(TemplateError::io(format!(
+            "run {} --list-full",
+            busybox.display()
+        )))?;
     if !out.status.success() {
         return Err(build_error(format!(
             "{} --list-full failed: {}",
@@ -105,7 +112,10 @@ fn applets(busybox: &Path) -> Result<Vec<String>, TemplateError> {
         .filter(|l| !l.is_empty() && !l.split('/').any(|c| c == ".." || c.is_empty()))
         .collect();
     if !list.iter().any(|l| l == "bin/sh") {
-        return Err(build_error(format!("{} has no sh applet", busybox.display())));
+        return Err(build_error(format!(
+            "{} has no sh applet",
+            busybox.display()
+        )));
     }
     Ok(list)
 }
@@ -120,7 +130,10 @@ fn check_static(busybox: &Path) -> Result<(), TemplateError> {
             "read {} (install Debian's busybox-static)",
             busybox.display()
         )))?;
-    let u16_at = |o: usize| head.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u16_at = |o: usize| {
+        head.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
     let u32_at = |o: usize| {
         head.get(o..o + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -160,9 +173,11 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), TemplateError> {
 fn chown_tree(path: &Path, id: u32) -> Result<(), TemplateError> {
     std::os::unix::fs::lchown(path, Some(id), Some(id))
         .map_err(TemplateError::io(format!("chown {}", path.display())))?;
-    let meta = std::fs::symlink_metadata(path).map_err(TemplateError::io(format!("stat {}", path.display())))?;
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(TemplateError::io(format!("stat {}", path.display())))?;
     if meta.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(TemplateError::io(format!("list {}", path.display())))?;
+        let entries = std::fs::read_dir(path)
+            .map_err(TemplateError::io(format!("list {}", path.display())))?;
         for entry in entries {
             let entry = entry.map_err(TemplateError::io(format!("list {}", path.display())))?;
             chown_tree(&entry.path(), id)?;

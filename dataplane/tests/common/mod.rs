@@ -56,7 +56,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
 
@@ -175,7 +177,11 @@ pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 pub fn assert_no_leftovers(dir: &Path, id: &CapsuleId, init_pid: Option<i32>) {
     assert!(!dir.exists(), "{} still exists", dir.display());
     for entry in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup root") {
-        let cg = entry.expect("entry").path().join(CGROUP_PARENT).join(id.as_str());
+        let cg = entry
+            .expect("entry")
+            .path()
+            .join(CGROUP_PARENT)
+            .join(id.as_str());
         assert!(!cg.exists(), "cgroup {} still exists", cg.display());
     }
     for entry in std::fs::read_dir("/sys/block").expect("/sys/block") {
@@ -200,6 +206,9 @@ pub fn assert_no_leftovers(dir: &Path, id: &CapsuleId, init_pid: Option<i32>) {
         // unrelated process: never a live init.
         let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
         let init_comm = stat.contains("(sh)") || stat.contains("(envd)");
-        assert!(!init_comm || state == Some("Z"), "init {pid} still runs: {stat}");
+        assert!(
+            !init_comm || state == Some("Z"),
+            "init {pid} still runs: {stat}"
+        );
     }
 }

@@ -109,7 +109,10 @@ fn sparse_copy(src: &Path, dest: &Path) -> io::Result<()> {
                 return Err(io::Error::last_os_error());
             }
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "image shrank while copying"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "image shrank while copying",
+                ));
             }
         }
         pos = hole;
@@ -162,7 +165,10 @@ impl LoopDevice {
     /// Attaches `image` to a free loop device.
     pub fn attach(image: &Path) -> io::Result<Self> {
         let backing = OpenOptions::new().read(true).write(true).open(image)?;
-        let control = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+        let control = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/loop-control")?;
         // Another process can take the device between GET_FREE and
         // CONFIGURE; then ask again.
         for _ in 0..64 {
@@ -201,7 +207,10 @@ impl LoopDevice {
             // `config` lays out exactly and outlives the call.
             let rc = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_CONFIGURE, &config) };
             if rc == 0 {
-                return Ok(Self { _file: file, number });
+                return Ok(Self {
+                    _file: file,
+                    number,
+                });
             }
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EBUSY) {
@@ -259,7 +268,10 @@ pub fn detach_if_attached(number: u32, image: &Path) -> io::Result<()> {
     }
     let path = device_path(number);
     if !std::fs::metadata(&path)?.file_type().is_block_device() {
-        return Err(io::Error::other(format!("{} is not a block device", path.display())));
+        return Err(io::Error::other(format!(
+            "{} is not a block device",
+            path.display()
+        )));
     }
     let file = OpenOptions::new().read(true).open(&path)?;
     // SAFETY: LOOP_CLR_FD takes no argument.
@@ -284,11 +296,18 @@ mod tests {
         let dest = dir.path().join("disk.img");
         cache.make(64, &dest).expect("make");
         let golden = dir.path().join("cache/ext4-64M.img");
-        assert_eq!(std::fs::read(&golden).expect("read"), std::fs::read(&dest).expect("read"));
+        assert_eq!(
+            std::fs::read(&golden).expect("read"),
+            std::fs::read(&dest).expect("read")
+        );
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(&dest).expect("stat");
         assert_eq!(meta.len(), 64 << 20);
-        assert!(meta.blocks() * 512 < 8 << 20, "copy is not sparse: {} blocks", meta.blocks());
+        assert!(
+            meta.blocks() * 512 < 8 << 20,
+            "copy is not sparse: {} blocks",
+            meta.blocks()
+        );
         // A second copy reuses the golden image and must not clobber `dest`.
         assert!(cache.make(64, &dest).is_err());
     }

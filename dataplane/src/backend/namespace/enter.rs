@@ -45,7 +45,10 @@ pub fn command(
     let filters = filters.to_vec();
     let mut cmd = Command::new(program);
     cmd.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", "/root")
         .current_dir("/");
     // SAFETY: the closure runs in the forked child before exec and only makes

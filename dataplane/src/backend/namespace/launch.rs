@@ -169,10 +169,10 @@ pub fn launch(
     cgroup_procs: &[File],
     timeout: Duration,
 ) -> Result<Pid, LaunchError> {
-    let (report_r, report_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::new("pipe", e.into()))?;
-    let (go_r, go_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::new("pipe", e.into()))?;
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::new("pipe", e.into()))?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::new("pipe", e.into()))?;
     let argv: Vec<*const libc::c_char> = plan
         .argv
         .iter()
@@ -231,7 +231,8 @@ fn supervise(
     let map = format!("0 {} {}\n", plan.id_map.host_base, plan.id_map.count);
     for file in ["uid_map", "gid_map"] {
         let path = format!("/proc/{init}/{file}");
-        std::fs::write(&path, &map).map_err(|e| kill_init(LaunchError::new(format!("write {path}"), e)))?;
+        std::fs::write(&path, &map)
+            .map_err(|e| kill_init(LaunchError::new(format!("write {path}"), e)))?;
     }
     go.write_all(b"g")
         .map_err(|e| kill_init(LaunchError::new("signal init", e)))?;
@@ -261,7 +262,8 @@ fn unexpected(plan: &Plan, msg: Option<(u32, u32, u32)>, pid: Pid) -> LaunchErro
 /// One 12-byte message, or `None` at end of file.
 fn read_msg(report: &mut File, deadline: Instant) -> Result<Option<(u32, u32, u32)>, LaunchError> {
     let left = deadline.saturating_duration_since(Instant::now());
-    let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO);
+    let ms =
+        PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO);
     let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLIN)];
     loop {
         match poll(&mut fds, ms) {
@@ -344,7 +346,8 @@ fn init(
             fail(report, OPS_BASE + i as u32, e);
         }
     }
-    nix::unistd::sethostname(plan.hostname.to_str().unwrap_or("capsule")).or_fail(report, Step::Hostname);
+    nix::unistd::sethostname(plan.hostname.to_str().unwrap_or("capsule"))
+        .or_fail(report, Step::Hostname);
     pivot(plan).or_fail(report, Step::PivotRoot);
 
     nix::sched::unshare(CloneFlags::CLONE_NEWUSER).or_fail(report, Step::UnshareUser);
@@ -364,14 +367,26 @@ fn init(
     // Everything but stdio and the report pipe (close-on-exec already)
     // closes at exec.
     // SAFETY: close_range takes plain integers.
-    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } != 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } != 0
+    {
         fail(report, Step::CloseFds as u32, Errno::last());
     }
     for filter in &plan.filters {
         if let Err(seccompiler::Error::Seccomp(e) | seccompiler::Error::Prctl(e)) =
             seccompiler::apply_filter(filter)
         {
-            fail(report, Step::Seccomp as u32, Errno::from_raw(e.raw_os_error().unwrap_or(0)));
+            fail(
+                report,
+                Step::Seccomp as u32,
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            );
         }
     }
     // SAFETY: argv and envp are null-terminated arrays of pointers to
@@ -405,7 +420,9 @@ fn run_op(op: &Op) -> nix::Result<()> {
         Op::Touch { path, owner } => {
             match nix::fcntl::open(
                 path.as_c_str(),
-                nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_EXCL | nix::fcntl::OFlag::O_WRONLY,
+                nix::fcntl::OFlag::O_CREAT
+                    | nix::fcntl::OFlag::O_EXCL
+                    | nix::fcntl::OFlag::O_WRONLY,
                 Mode::from_bits_truncate(0o755),
             ) {
                 Ok(fd) => {
@@ -430,7 +447,9 @@ fn run_op(op: &Op) -> nix::Result<()> {
             )?;
             chown(path, *owner)
         }
-        Op::Symlink { target, link } => nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str()),
+        Op::Symlink { target, link } => {
+            nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str())
+        }
         Op::Write { path, data } => {
             let fd = nix::fcntl::open(path.as_c_str(), nix::fcntl::OFlag::O_WRONLY, Mode::empty())?;
             nix::unistd::write(&fd, data.as_bytes()).map(drop)

@@ -129,7 +129,10 @@ impl NamespaceBackend {
         if let InitCommand::Envd { binary, .. } = &config.init
             && !binary.is_file()
         {
-            return Err(unsupported(format!("envd binary {} not found", binary.display())));
+            return Err(unsupported(format!(
+                "envd binary {} not found",
+                binary.display()
+            )));
         }
         let capsules_dir = config.data_dir.join("capsules");
         std::fs::create_dir_all(&capsules_dir)
@@ -168,11 +171,13 @@ impl NamespaceBackend {
     /// Host pid of the capsule's init, while it runs.
     pub fn init_pid(&self, id: &CapsuleId) -> Result<i32, BackendError> {
         let live = self.inner.live(id)?;
-        live.init().map(|i| i.pid).ok_or(BackendError::InvalidState {
-            id: id.clone(),
-            state: RunState::Exited,
-            op: "find init",
-        })
+        live.init()
+            .map(|i| i.pid)
+            .ok_or(BackendError::InvalidState {
+                id: id.clone(),
+                state: RunState::Exited,
+                op: "find init",
+            })
     }
 
     /// The capsule's cgroup.
@@ -185,12 +190,16 @@ impl NamespaceBackend {
     pub fn command(&self, id: &CapsuleId, program: &str) -> Result<Command, BackendError> {
         let pid = self.init_pid(id)?;
         let live = self.inner.live(id)?;
-        enter::command(pid, &live.cgroup.procs_files(), &self.inner.filters, program).map_err(|e| {
-            BackendError::Io {
-                id: id.clone(),
-                context: "prepare a command inside the capsule".into(),
-                source: e,
-            }
+        enter::command(
+            pid,
+            &live.cgroup.procs_files(),
+            &self.inner.filters,
+            program,
+        )
+        .map_err(|e| BackendError::Io {
+            id: id.clone(),
+            context: "prepare a command inside the capsule".into(),
+            source: e,
         })
     }
 
@@ -227,9 +236,16 @@ impl Inner {
             .ok_or_else(|| BackendError::NotFound(id.clone()))
     }
 
-    fn io_err(id: &CapsuleId, context: impl Into<String>) -> impl FnOnce(io::Error) -> BackendError {
+    fn io_err(
+        id: &CapsuleId,
+        context: impl Into<String>,
+    ) -> impl FnOnce(io::Error) -> BackendError {
         let (id, context) = (id.clone(), context.into());
-        move |source| BackendError::Io { id, context, source }
+        move |source| BackendError::Io {
+            id,
+            context,
+            source,
+        }
     }
 
     fn create(&self, spec: &CapsuleSpec) -> Result<CapsuleHandle, BackendError> {
@@ -334,8 +350,9 @@ impl Inner {
         // Init's mount now holds the device; from here it auto-clears when
         // the capsule's mount namespace goes away.
         drop(loop_dev);
-        persisted.init =
-            Some(InitProcess::of(pid.as_raw()).map_err(Self::io_err(id, "read init's start time"))?);
+        persisted.init = Some(
+            InitProcess::of(pid.as_raw()).map_err(Self::io_err(id, "read init's start time"))?,
+        );
         save(persisted)?;
         Ok(Live {
             state: persisted.clone(),
@@ -381,8 +398,14 @@ impl Inner {
             hostname: CString::new(spec.hostname())?,
             workdir: CString::new("/root")?,
             log: CString::new("/run/warren-init.log")?,
-            argv: argv.into_iter().map(CString::new).collect::<Result<_, _>>()?,
-            envp: env.into_iter().map(CString::new).collect::<Result<_, _>>()?,
+            argv: argv
+                .into_iter()
+                .map(CString::new)
+                .collect::<Result<_, _>>()?,
+            envp: env
+                .into_iter()
+                .map(CString::new)
+                .collect::<Result<_, _>>()?,
             filters: self.filters.clone(),
             id_map: self.config.id_map,
         })
@@ -396,12 +419,22 @@ impl Inner {
         let timeout = self.config.timeout;
         let cgroup = self.cgroups.open(&persisted.cgroup)?;
         let init = match persisted.init {
-            Some(init) => init.pidfd().map_err(Self::io_err(id, "open init's pidfd"))?,
+            Some(init) => init
+                .pidfd()
+                .map_err(Self::io_err(id, "open init's pidfd"))?,
             None => None,
         };
         if let Some(pidfd) = &init {
             // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
-            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, 0, 0) };
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    0,
+                    0,
+                )
+            };
         }
         if let Some(cgroup) = &cgroup {
             cgroup.kill_all(timeout)?;
@@ -520,9 +553,13 @@ fn open_netns(path: &Path) -> Result<File, BackendError> {
         })
     };
     let file = File::open(path).map_err(|e| invalid(format!("open {}: {e}", path.display())))?;
-    let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| invalid(format!("statfs {}: {e}", path.display())))?;
+    let fs = nix::sys::statfs::fstatfs(&file)
+        .map_err(|e| invalid(format!("statfs {}: {e}", path.display())))?;
     if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
-        return Err(invalid(format!("{} is not a namespace file", path.display())));
+        return Err(invalid(format!(
+            "{} is not a namespace file",
+            path.display()
+        )));
     }
     Ok(file)
 }

@@ -26,18 +26,31 @@ pub enum Op {
         data: Option<CString>,
     },
     /// `mkdir`; an existing directory is fine. A created one gets `owner`.
-    Mkdir { path: CString, mode: u32, owner: u32 },
+    Mkdir {
+        path: CString,
+        mode: u32,
+        owner: u32,
+    },
     /// An empty file (a bind mount point) unless one exists.
-    Touch { path: CString, owner: u32 },
+    Touch {
+        path: CString,
+        owner: u32,
+    },
     Mknod {
         path: CString,
         major: u64,
         minor: u64,
         owner: u32,
     },
-    Symlink { target: CString, link: CString },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
     /// Writes a value into an existing file (a sysctl).
-    Write { path: CString, data: CString },
+    Write {
+        path: CString,
+        data: CString,
+    },
 }
 
 impl Op {
@@ -88,7 +101,11 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
     let root = p.id_map.host(0);
     let tty_gid = p.id_map.host(5);
     let r = |rel: &str| c(p.new_root.join(rel));
-    let mount = |source: Option<CString>, target: CString, fstype: Option<&str>, flags, data: Option<String>| {
+    let mount = |source: Option<CString>,
+                 target: CString,
+                 fstype: Option<&str>,
+                 flags,
+                 data: Option<String>| {
         Ok::<_, NulError>(Op::Mount {
             source,
             target,
@@ -103,7 +120,13 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
 
     let mut ops = vec![
         // Nothing mounted from here on propagates back to the host.
-        mount(None, cs("/")?, None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)?,
+        mount(
+            None,
+            cs("/")?,
+            None,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None,
+        )?,
         mount(
             Some(c(p.disk)?),
             c(p.disk_mount)?,
@@ -111,8 +134,16 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
             nosuid_nodev,
             Some(super::disk::EXT4_OPTIONS.into()),
         )?,
-        Op::Mkdir { path: c(&upper)?, mode: 0o755, owner: root },
-        Op::Mkdir { path: c(&work)?, mode: 0o700, owner: 0 },
+        Op::Mkdir {
+            path: c(&upper)?,
+            mode: 0o755,
+            owner: root,
+        },
+        Op::Mkdir {
+            path: c(&work)?,
+            mode: 0o700,
+            owner: 0,
+        },
         mount(
             Some(cs("overlay")?),
             c(p.new_root)?,
@@ -126,18 +157,42 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
             )),
         )?,
     ];
-    for (dir, mode) in [("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("tmp", 0o1777), ("run", 0o755)] {
-        ops.push(Op::Mkdir { path: r(dir)?, mode, owner: root });
+    for (dir, mode) in [
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("dev", 0o755),
+        ("tmp", 0o1777),
+        ("run", 0o755),
+    ] {
+        ops.push(Op::Mkdir {
+            path: r(dir)?,
+            mode,
+            owner: root,
+        });
     }
     let noexec = nosuid_nodev | MsFlags::MS_NOEXEC;
-    ops.push(mount(Some(cs("proc")?), r("proc")?, Some("proc"), noexec, None)?);
-    ops.push(mount(Some(cs("sysfs")?), r("sys")?, Some("sysfs"), noexec | MsFlags::MS_RDONLY, None)?);
+    ops.push(mount(
+        Some(cs("proc")?),
+        r("proc")?,
+        Some("proc"),
+        noexec,
+        None,
+    )?);
+    ops.push(mount(
+        Some(cs("sysfs")?),
+        r("sys")?,
+        Some("sysfs"),
+        noexec | MsFlags::MS_RDONLY,
+        None,
+    )?);
     ops.push(mount(
         Some(cs("tmpfs")?),
         r("dev")?,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some(format!("mode=755,size=64k,nr_inodes=64,uid={root},gid={root}")),
+        Some(format!(
+            "mode=755,size=64k,nr_inodes=64,uid={root},gid={root}"
+        )),
     )?);
     for (name, major, minor) in [
         ("null", 1, 3),
@@ -147,7 +202,12 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        ops.push(Op::Mknod { path: r(&format!("dev/{name}"))?, major, minor, owner: root });
+        ops.push(Op::Mknod {
+            path: r(&format!("dev/{name}"))?,
+            major,
+            minor,
+            owner: root,
+        });
     }
     for (target, link) in [
         ("pts/ptmx", "dev/ptmx"),
@@ -156,10 +216,21 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
         ("/proc/self/fd/1", "dev/stdout"),
         ("/proc/self/fd/2", "dev/stderr"),
     ] {
-        ops.push(Op::Symlink { target: cs(target)?, link: r(link)? });
+        ops.push(Op::Symlink {
+            target: cs(target)?,
+            link: r(link)?,
+        });
     }
-    ops.push(Op::Mkdir { path: r("dev/pts")?, mode: 0o755, owner: root });
-    ops.push(Op::Mkdir { path: r("dev/shm")?, mode: 0o1777, owner: root });
+    ops.push(Op::Mkdir {
+        path: r("dev/pts")?,
+        mode: 0o755,
+        owner: root,
+    });
+    ops.push(Op::Mkdir {
+        path: r("dev/shm")?,
+        mode: 0o1777,
+        owner: root,
+    });
     ops.push(mount(
         Some(cs("devpts")?),
         r("dev/pts")?,
@@ -169,21 +240,51 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
     )?);
     // tmpfs pages are charged to the capsule's memory cgroup, which bounds
     // them; the size caps a single mount at the capsule's memory.
-    let tmpfs_opts = |mode: &str| Some(format!("mode={mode},size={}m,uid={root},gid={root}", p.memory_mb));
-    ops.push(mount(Some(cs("shm")?), r("dev/shm")?, Some("tmpfs"), noexec, tmpfs_opts("1777"))?);
-    ops.push(mount(Some(cs("tmpfs")?), r("tmp")?, Some("tmpfs"), nosuid_nodev, tmpfs_opts("1777"))?);
+    let tmpfs_opts = |mode: &str| {
+        Some(format!(
+            "mode={mode},size={}m,uid={root},gid={root}",
+            p.memory_mb
+        ))
+    };
+    ops.push(mount(
+        Some(cs("shm")?),
+        r("dev/shm")?,
+        Some("tmpfs"),
+        noexec,
+        tmpfs_opts("1777"),
+    )?);
+    ops.push(mount(
+        Some(cs("tmpfs")?),
+        r("tmp")?,
+        Some("tmpfs"),
+        nosuid_nodev,
+        tmpfs_opts("1777"),
+    )?);
 
     if let Some((binary, inside)) = p.envd {
         let mut dir = p.new_root.to_owned();
         if let Some(parent) = Path::new(inside).parent() {
             for part in parent.components() {
                 dir.push(part);
-                ops.push(Op::Mkdir { path: c(&dir)?, mode: 0o755, owner: root });
+                ops.push(Op::Mkdir {
+                    path: c(&dir)?,
+                    mode: 0o755,
+                    owner: root,
+                });
             }
         }
         let target = r(inside)?;
-        ops.push(Op::Touch { path: target.clone(), owner: root });
-        ops.push(mount(Some(c(binary)?), target.clone(), None, MsFlags::MS_BIND, None)?);
+        ops.push(Op::Touch {
+            path: target.clone(),
+            owner: root,
+        });
+        ops.push(mount(
+            Some(c(binary)?),
+            target.clone(),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?);
         ops.push(mount(
             None,
             target,

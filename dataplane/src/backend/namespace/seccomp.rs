@@ -106,24 +106,25 @@ pub struct FilterError(String);
 /// ENOSYS. Seccomp evaluates every installed filter and the strictest
 /// answer wins, so two filters give two different errnos.
 pub fn capsule_filters() -> Result<Vec<BpfProgram>, FilterError> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| FilterError(e.to_string()))?;
+    let arch =
+        TargetArch::try_from(std::env::consts::ARCH).map_err(|e| FilterError(e.to_string()))?;
     let err = |e: seccompiler::BackendError| FilterError(e.to_string());
 
-    let mut deny: BTreeMap<i64, Vec<SeccompRule>> = DENIED
-        .iter()
-        .map(|(_, nr)| (*nr, Vec::new()))
-        .collect();
+    let mut deny: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
     let clone_rules = CLONE_NEW_FLAGS
         .iter()
         .map(|flag| {
             let flag = *flag as u64;
-            SeccompRule::new(vec![SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(flag),
-                flag,
-            )
-            .map_err(err)?])
+            SeccompRule::new(vec![
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(flag),
+                    flag,
+                )
+                .map_err(err)?,
+            ])
             .map_err(err)
         })
         .collect::<Result<Vec<_>, _>>()?;

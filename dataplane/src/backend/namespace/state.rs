@@ -6,8 +6,8 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::time::Duration;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +46,8 @@ impl InitProcess {
     /// Whether this very process still exists (a zombie counts as gone).
     pub fn alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(stat) => parse_stat(&stat).is_some_and(|(state, start)| state != 'Z' && start == self.start_time),
+            Ok(stat) => parse_stat(&stat)
+                .is_some_and(|(state, start)| state != 'Z' && start == self.start_time),
             Err(_) => false,
         }
     }
@@ -59,7 +60,11 @@ impl InitProcess {
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
         if fd < 0 {
             let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::ESRCH) { Ok(None) } else { Err(e) };
+            return if e.raw_os_error() == Some(libc::ESRCH) {
+                Ok(None)
+            } else {
+                Err(e)
+            };
         }
         // SAFETY: `fd` is a new descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -73,7 +78,8 @@ impl InitProcess {
 /// init exits only after every other process of the namespace).
 pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+    let ms =
+        PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
     loop {
         match poll(&mut fds, ms) {
