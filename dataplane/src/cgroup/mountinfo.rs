@@ -9,6 +9,8 @@ pub(super) struct CgroupMount {
     pub v2: bool,
     /// v1 controllers bound to this hierarchy (from the super options).
     pub controllers: Vec<String>,
+    /// All super options.
+    pub options: Vec<String>,
 }
 
 /// Every cgroup mount whose root is the hierarchy's root (a mount of a
@@ -27,11 +29,13 @@ pub(super) fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
                 return None;
             }
             let path = PathBuf::from(left.get(4)?);
+            let options: Vec<String> = super_opts.split(',').map(str::to_owned).collect();
             match fstype {
                 "cgroup2" => Some(CgroupMount {
                     path,
                     v2: true,
                     controllers: Vec::new(),
+                    options,
                 }),
                 "cgroup" => Some(CgroupMount {
                     path,
@@ -41,6 +45,7 @@ pub(super) fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
                         .filter(|o| !o.contains('=') && *o != "rw" && *o != "ro")
                         .map(str::to_owned)
                         .collect(),
+                    options,
                 }),
                 _ => None,
             }
@@ -68,5 +73,6 @@ mod tests {
         assert_eq!(m[0].controllers, vec!["cpu", "cpuacct"]);
         assert_eq!(m[2].controllers, vec!["xattr"]);
         assert!(m[3].v2);
+        assert_eq!(m[3].options, vec!["rw"]);
     }
 }

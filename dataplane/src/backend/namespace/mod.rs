@@ -72,6 +72,10 @@ pub struct NamespaceConfig {
     pub busybox: PathBuf,
     /// How long starting init, freezing and killing may take.
     pub timeout: Duration,
+    /// Remount the host's cgroup2 hierarchy with `favordynmods` at start
+    /// (see [`crate::cgroup::favor_dynamic_modifications`]): saves ~10 ms
+    /// per capsule start.
+    pub favor_dynmods: bool,
 }
 
 impl NamespaceConfig {
@@ -83,6 +87,7 @@ impl NamespaceConfig {
             id_map: IdMap::default(),
             busybox: "/bin/busybox".into(),
             timeout: Duration::from_secs(10),
+            favor_dynmods: true,
         }
     }
 }
@@ -125,6 +130,15 @@ impl NamespaceBackend {
             reason,
         };
         let hierarchy = Hierarchy::detect()?;
+        if config.favor_dynmods {
+            match crate::cgroup::favor_dynamic_modifications() {
+                Ok(true) => tracing::info!("remounted the cgroup2 hierarchy with favordynmods"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not enable favordynmods; capsule starts are ~10 ms slower")
+                }
+            }
+        }
         let cgroups = CgroupTree::new(hierarchy, &config.cgroup_parent)?;
         if let InitCommand::Envd { binary, .. } = &config.init
             && !binary.is_file()
@@ -323,7 +337,6 @@ impl Inner {
             memory_bytes: u64::from(spec.resources.memory_mb) << 20,
             pids_max: spec.resources.max_pids,
         })?;
-
         let (new_root, disk_mount) = (dir.join("rootfs"), dir.join("disk"));
         for d in [&new_root, &disk_mount] {
             std::fs::create_dir(d).map_err(Self::io_err(id, format!("create {}", d.display())))?;
