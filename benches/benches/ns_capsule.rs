@@ -17,14 +17,21 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use warren_dataplane::backend::namespace::{ENVD_PORT, InitCommand, NamespaceBackend, NamespaceConfig};
+use warren_dataplane::backend::namespace::{
+    ENVD_PORT, InitCommand, NamespaceBackend, NamespaceConfig,
+};
 use warren_dataplane::backend::{Backend, CapsuleId, CapsuleSpec, Resources};
 
 /// Every latency measured, per operation, for the percentile report.
 static SAMPLES: Mutex<BTreeMap<&'static str, Vec<Duration>>> = Mutex::new(BTreeMap::new());
 
 fn record(op: &'static str, d: Duration) {
-    SAMPLES.lock().expect("samples").entry(op).or_default().push(d);
+    SAMPLES
+        .lock()
+        .expect("samples")
+        .entry(op)
+        .or_default()
+        .push(d);
 }
 
 /// A network namespace shared by the bench's capsules (making one per
@@ -34,7 +41,12 @@ struct Netns(String);
 impl Netns {
     fn new() -> Self {
         let name = format!("wb-ns{}", std::process::id());
-        let ok = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
         assert!(ok(&["netns", "add", &name]), "ip netns add");
         assert!(ok(&["-n", &name, "link", "set", "lo", "up"]), "lo up");
         Self(name)
@@ -43,7 +55,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
     }
 }
 
@@ -57,13 +71,22 @@ struct Bench {
 
 impl Bench {
     fn new(init: InitCommand) -> Self {
-        let data = tempfile::Builder::new().prefix("warren-nsbench-").tempdir().expect("tempdir");
+        let data = tempfile::Builder::new()
+            .prefix("warren-nsbench-")
+            .tempdir()
+            .expect("tempdir");
         let envd = matches!(init, InitCommand::Envd { .. });
         let mut config = NamespaceConfig::new(data.path().to_owned(), init);
         config.cgroup_parent = "warren-bench".into();
         let backend = NamespaceBackend::new(config).expect("backend");
         backend.templates().ensure("tiny").expect("tiny template");
-        Self { backend, netns: Netns::new(), _data: data, next: 0, envd }
+        Self {
+            backend,
+            netns: Netns::new(),
+            _data: data,
+            next: 0,
+            envd,
+        }
     }
 
     fn spec(&mut self) -> CapsuleSpec {
@@ -71,7 +94,12 @@ impl Bench {
         CapsuleSpec {
             id: CapsuleId::new(format!("b{}-{}", std::process::id(), self.next)).expect("id"),
             template: "tiny".into(),
-            resources: Resources { vcpus: 1, memory_mb: 256, disk_mb: 1024, max_pids: 1024 },
+            resources: Resources {
+                vcpus: 1,
+                memory_mb: 256,
+                disk_mb: 1024,
+                max_pids: 1024,
+            },
             netns: PathBuf::from("/run/netns").join(&self.netns.0),
             hostname: None,
             env: BTreeMap::new(),
@@ -91,7 +119,8 @@ fn wait_health(netns: &str) {
             assert_eq!(rc, 0, "setns");
             loop {
                 if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", ENVD_PORT)) {
-                    let _ = c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    let _ = c
+                        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                     let mut buf = [0u8; 64];
                     if let Ok(n) = c.read(&mut buf)
                         && buf[..n].starts_with(b"HTTP/1.1 2")
@@ -113,9 +142,16 @@ unsafe fn libc_setns(ns: &std::fs::File) -> i32 {
     unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }
 }
 
-fn create_to_running(c: &mut Criterion, rt: &tokio::runtime::Runtime, mut b: Bench, name: &'static str) {
+fn create_to_running(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    mut b: Bench,
+    name: &'static str,
+) {
     let mut group = c.benchmark_group("ns_capsule");
-    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function(name, |bench| {
         bench.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -198,7 +234,10 @@ fn benches(c: &mut Criterion) {
         eprintln!("skipping ns_capsule: the namespace backend needs root");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let stand_in = Bench::new(InitCommand::Template(vec![
         "/bin/sh".into(),
         "-c".into(),
@@ -207,7 +246,10 @@ fn benches(c: &mut Criterion) {
     create_to_running(c, &rt, stand_in, "create_to_running");
     match std::env::var_os("WARREN_ENVD_BIN") {
         Some(bin) => {
-            let b = Bench::new(InitCommand::Envd { binary: bin.into(), port: ENVD_PORT });
+            let b = Bench::new(InitCommand::Envd {
+                binary: bin.into(),
+                port: ENVD_PORT,
+            });
             create_to_running(c, &rt, b, "create_to_envd_health");
         }
         None => eprintln!("create_to_envd_health skipped: set WARREN_ENVD_BIN to an envd binary"),

@@ -6,20 +6,26 @@
 //! Making a file system per capsule would cost a `mkfs.ext4` run; instead
 //! one empty "golden" image per size is made once (`cache/ext4-<MB>M.img`)
 //! and each capsule gets a sparse copy of it (only the few hundred KiB of
-//! metadata are copied). The loop device is set to auto-clear: it goes away
-//! by itself once the capsule's mount namespace (the only mount of it) dies.
+//! metadata are copied).
+//!
+//! Mounting ext4 costs 10-20 ms, so the [`DiskPool`] keeps a few disks per
+//! size ready: copied, attached, and mounted as *detached* mounts (the new
+//! mount API's `fsmount`), held only by a descriptor. A capsule's init moves
+//! its disk's mount into its own mount namespace (`move_mount`); the disk is
+//! never mounted on the host. The loop device is set to auto-clear, so it
+//! goes away by itself once that mount (its only user) is gone: when the
+//! capsule's mount namespace dies, or when an unused pool descriptor closes
+//! (also when the agent exits).
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Mount options for the capsule's ext4 disk. `noinit_itable`: the golden
-/// image is made with lazy inode tables, and zeroing them in the background
-/// would write every capsule's sparse image full.
-pub const EXT4_OPTIONS: &str = "noinit_itable";
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Golden images, one per disk size, under `dir`.
 #[derive(Debug, Clone)]
@@ -118,6 +124,249 @@ fn sparse_copy(src: &Path, dest: &Path) -> io::Result<()> {
         pos = hole;
     }
     Ok(())
+}
+
+/// A capsule disk ready to be moved into a capsule.
+#[derive(Debug)]
+pub struct PreparedDisk {
+    image: PathBuf,
+    loop_dev: LoopDevice,
+    /// The detached ext4 mount.
+    mount: OwnedFd,
+}
+
+impl PreparedDisk {
+    /// Copies a fresh image to `image`, attaches and mounts it.
+    fn make(cache: &ImageCache, size_mb: u32, image: &Path) -> io::Result<Self> {
+        cache.make(size_mb, image)?;
+        let result = LoopDevice::attach(image).and_then(|loop_dev| {
+            let mount = mount_detached(&loop_dev.path())?;
+            Ok(Self {
+                image: image.to_owned(),
+                loop_dev,
+                mount,
+            })
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(image);
+        }
+        result
+    }
+
+    pub fn loop_number(&self) -> u32 {
+        self.loop_dev.number()
+    }
+
+    /// The detached mount, for `move_mount` in the capsule's init.
+    pub fn mount_fd(&self) -> i32 {
+        self.mount.as_raw_fd()
+    }
+}
+
+/// Mounts ext4 from `device` as a detached mount (nosuid, nodev).
+/// `noinit_itable`: the golden image is made with lazy inode tables, and
+/// zeroing them in the background would write every sparse image full.
+fn mount_detached(device: &Path) -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+    let owned = |fd: libc::c_long| {
+        if fd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: a new descriptor the kernel just returned to us.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        }
+    };
+    let check = |rc: libc::c_long, what: &str| {
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+        } else {
+            Ok(())
+        }
+    };
+    let device = CString::new(device.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY (all calls below): the new mount API's system calls, given
+    // NUL-terminated strings that outlive the calls and descriptors we own.
+    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, c"ext4".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let fd = fs.as_raw_fd();
+    check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fd,
+                FSCONFIG_SET_STRING,
+                c"source".as_ptr(),
+                device.as_ptr(),
+                0,
+            )
+        },
+        "fsconfig source",
+    )?;
+    check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fd,
+                FSCONFIG_SET_FLAG,
+                c"noinit_itable".as_ptr(),
+                std::ptr::null::<u8>(),
+                0,
+            )
+        },
+        "fsconfig noinit_itable",
+    )?;
+    check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fd,
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<u8>(),
+                std::ptr::null::<u8>(),
+                0,
+            )
+        },
+        "mount ext4",
+    )?;
+    owned(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fd,
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+    })
+}
+
+/// Disks kept ready per size, refilled in the background after each take.
+#[derive(Debug)]
+pub struct DiskPool {
+    cache: ImageCache,
+    dir: PathBuf,
+    depth: usize,
+    ready: Mutex<HashMap<u32, Vec<PreparedDisk>>>,
+    filling: Mutex<HashSet<u32>>,
+}
+
+/// Numbers pool images uniquely within this process (several backends may
+/// share a data directory in tests).
+static POOL_IMAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl DiskPool {
+    /// Pool images live in `<root>/<agent pid>/`; leftovers of agents that
+    /// are gone (their mounts died with them) are removed. `depth` disks
+    /// are kept per size once that size has been asked for (0: no pool).
+    pub fn new(cache: ImageCache, root: &Path, depth: usize) -> io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        for entry in std::fs::read_dir(root)? {
+            let entry = entry?;
+            let owner = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok());
+            let alive = owner.is_some_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            });
+            if !alive {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            cache,
+            dir,
+            depth,
+            ready: Mutex::new(HashMap::new()),
+            filling: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// A ready disk of `size_mb` whose image is now at `image` (the pool's,
+    /// renamed, or a new one), and a refill of the pool started.
+    pub fn take(self: &Arc<Self>, size_mb: u32, image: &Path) -> io::Result<PreparedDisk> {
+        let pooled = self
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&size_mb)
+            .and_then(Vec::pop);
+        let disk = match pooled {
+            Some(mut disk) => {
+                // The loop device follows the file through the rename.
+                std::fs::rename(&disk.image, image)?;
+                disk.image = image.to_owned();
+                disk
+            }
+            None => PreparedDisk::make(&self.cache, size_mb, image)?,
+        };
+        self.refill(size_mb);
+        Ok(disk)
+    }
+
+    fn refill(self: &Arc<Self>, size_mb: u32) {
+        if self.depth == 0
+            || !self
+                .filling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(size_mb)
+        {
+            return;
+        }
+        let pool = Arc::clone(self);
+        std::thread::spawn(move || {
+            loop {
+                let have = pool
+                    .ready
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&size_mb)
+                    .map_or(0, Vec::len);
+                if have >= pool.depth {
+                    break;
+                }
+                let n = POOL_IMAGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let image = pool.dir.join(format!("{size_mb}M-{n}.ext4"));
+                match PreparedDisk::make(&pool.cache, size_mb, &image) {
+                    Ok(disk) => pool
+                        .ready
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .entry(size_mb)
+                        .or_default()
+                        .push(disk),
+                    Err(e) => {
+                        tracing::warn!(error = %e, size_mb, "could not prepare a pooled disk");
+                        break;
+                    }
+                }
+            }
+            pool.filling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&size_mb);
+        });
+    }
+}
+
+impl Drop for DiskPool {
+    fn drop(&mut self) {
+        let ready = std::mem::take(self.ready.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for disk in ready.into_values().flatten() {
+            let image = disk.image.clone();
+            // Closing the mount and loop descriptors frees the device.
+            drop(disk);
+            let _ = std::fs::remove_file(image);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 // Loop device ioctls (linux/loop.h); libc does not carry them.

@@ -410,6 +410,22 @@ fn run_op(op: &Op) -> nix::Result<()> {
             *flags,
             data.as_deref(),
         ),
+        Op::MoveMount { fd, target } => {
+            const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+            // SAFETY: move_mount with a descriptor the plan keeps open and
+            // NUL-terminated paths.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    *fd,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            };
+            Errno::result(rc).map(drop)
+        }
         Op::Mkdir { path, mode, owner } => {
             match nix::unistd::mkdir(path.as_c_str(), Mode::from_bits_truncate(*mode)) {
                 Ok(()) => chown(path, *owner),

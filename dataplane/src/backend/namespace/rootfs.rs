@@ -46,6 +46,11 @@ pub enum Op {
         target: CString,
         link: CString,
     },
+    /// Attaches a detached mount (an `fsmount` descriptor) at `target`.
+    MoveMount {
+        fd: i32,
+        target: CString,
+    },
     /// Writes a value into an existing file (a sysctl).
     Write {
         path: CString,
@@ -63,6 +68,7 @@ impl Op {
                 fstype.as_ref().map(s).unwrap_or_else(|| "bind".into()),
                 s(target)
             ),
+            Op::MoveMount { target, .. } => format!("attach the disk at {}", s(target)),
             Op::Mkdir { path, .. } => format!("mkdir {}", s(path)),
             Op::Touch { path, .. } => format!("create {}", s(path)),
             Op::Mknod { path, .. } => format!("mknod {}", s(path)),
@@ -77,8 +83,8 @@ impl Op {
 pub struct Params<'a> {
     /// The template's root filesystem (read-only lower layer).
     pub lower: &'a Path,
-    /// The capsule's loop device and where to mount it.
-    pub disk: &'a Path,
+    /// The capsule's disk (a detached mount descriptor) and where to attach it.
+    pub disk: i32,
     pub disk_mount: &'a Path,
     /// Where the overlay is assembled (becomes `/`).
     pub new_root: &'a Path,
@@ -127,13 +133,10 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
             MsFlags::MS_REC | MsFlags::MS_SLAVE,
             None,
         )?,
-        mount(
-            Some(c(p.disk)?),
-            c(p.disk_mount)?,
-            Some("ext4"),
-            nosuid_nodev,
-            Some(super::disk::EXT4_OPTIONS.into()),
-        )?,
+        Op::MoveMount {
+            fd: p.disk,
+            target: c(p.disk_mount)?,
+        },
         Op::Mkdir {
             path: c(&upper)?,
             mode: 0o755,
