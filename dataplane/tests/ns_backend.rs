@@ -583,3 +583,51 @@ async fn capsules_survive_the_agent_process() {
     assert_no_leftovers(&third.capsule_dir(&id), &id, Some(pid));
     assert!(third.persisted().await.expect("persisted").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envd_is_init_and_answers_health() {
+    if skip_unless_root() {
+        return;
+    }
+    let Some(envd) = envd_binary() else {
+        eprintln!("skipping: no envd binary (cargo build -p envd, or set WARREN_ENVD_BIN)");
+        return;
+    };
+    let fx = Fixture::new(warren_dataplane::backend::namespace::InitCommand::Envd {
+        binary: envd,
+        port: warren_dataplane::backend::namespace::ENVD_PORT,
+    });
+    let net = Netns::new();
+    let spec = fx.spec(&net, resources());
+    let _guard = Guard {
+        backend: fx.backend.clone(),
+        id: spec.id.clone(),
+    };
+    fx.backend.create(&spec).await.expect("create");
+    let pid = fx.backend.init_pid(&spec.id).expect("pid");
+
+    let (status, _) = http_get_in_netns(
+        &net.path(),
+        warren_dataplane::backend::namespace::ENVD_PORT,
+        "/health",
+        10,
+    )
+    .expect("envd /health answered");
+    assert!(status.starts_with("HTTP/1.1 2"), "{status}");
+
+    // envd is pid 1 of the capsule, confined like every capsule process.
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(cmdline.contains("/usr/local/bin/envd"), "{cmdline:?}");
+    let (code, out, err) = sh(&fx.backend, &spec.id, "tr '\\0' ' ' < /proc/1/cmdline");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/usr/local/bin/envd"), "{out}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    // envd's binary is read-only inside.
+    let (code, _, _) = sh(&fx.backend, &spec.id, "echo x >> /usr/local/bin/envd");
+    assert_ne!(code, 0, "envd writable inside the capsule");
+
+    let dir = fx.backend.capsule_dir(&spec.id);
+    fx.backend.destroy(&spec.id).await.expect("destroy");
+    assert_no_leftovers(&dir, &spec.id, Some(pid));
+}

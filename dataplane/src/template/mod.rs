@@ -10,6 +10,7 @@
 //! Built-in templates are made on demand the first time they are asked for,
 //! in a staging directory renamed into place (atomic and idempotent).
 
+pub(crate) mod elf;
 mod tiny;
 
 pub use tiny::ENVD_PATH;

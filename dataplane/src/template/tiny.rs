@@ -2,7 +2,6 @@
 //! `root` and `user` (uid 1000) accounts, and the directories envd expects.
 //! Made from the host's busybox in well under a second.
 
-use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
@@ -121,44 +120,16 @@ fn applets(busybox: &Path) -> Result<Vec<String>, TemplateError> {
 }
 
 /// Refuses a dynamically linked busybox (it would not run inside a tree
-/// without a C library): a static ELF has no `PT_INTERP` program header.
+/// without a C library).
 fn check_static(busybox: &Path) -> Result<(), TemplateError> {
-    let mut head = Vec::new();
-    std::fs::File::open(busybox)
-        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
-        .map_err(TemplateError::io(format!(
-            "read {} (install Debian's busybox-static)",
+    match super::elf::interpreter(busybox) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(build_error(format!(
+            "{} is dynamically linked (install Debian's busybox-static)",
             busybox.display()
-        )))?;
-    let u16_at = |o: usize| {
-        head.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u32_at = |o: usize| {
-        head.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |o: usize| {
-        head.get(o..o + 8).map(|b| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b);
-            u64::from_le_bytes(a) as usize
-        })
-    };
-    // ELF64, little endian: e_phoff at 0x20, e_phentsize at 0x36, e_phnum at 0x38.
-    let is_elf64_le = head.starts_with(b"\x7fELF\x02\x01");
-    let interp = (|| {
-        let (phoff, size, count) = (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?);
-        let mut found = false;
-        for i in 0..count {
-            found |= u32_at(phoff + i * size)? == 3; // PT_INTERP
-        }
-        Some(found)
-    })();
-    match (is_elf64_le, interp) {
-        (true, Some(false)) => Ok(()),
-        _ => Err(build_error(format!(
-            "{} is not a statically linked 64-bit ELF (install Debian's busybox-static)",
+        ))),
+        Err(e) => Err(build_error(format!(
+            "{}: {e} (install Debian's busybox-static)",
             busybox.display()
         ))),
     }

@@ -212,3 +212,48 @@ pub fn assert_no_leftovers(dir: &Path, id: &CapsuleId, init_pid: Option<i32>) {
         );
     }
 }
+
+/// The envd binary: `WARREN_ENVD_BIN`, else `envd` next to this test's
+/// target directory (`cargo build -p envd` puts it there).
+pub fn envd_binary() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("WARREN_ENVD_BIN") {
+        return Some(bin.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    // <target>/<profile>/deps/<test> -> <target>/<profile>/envd
+    let bin = exe.parent()?.parent()?.join("envd");
+    bin.is_file().then_some(bin)
+}
+
+/// One HTTP/1.1 GET to `127.0.0.1:port` inside network namespace `netns`,
+/// retried for up to `secs`: the response's status line and body.
+pub fn http_get_in_netns(
+    netns: &Path,
+    port: u16,
+    path: &str,
+    secs: u64,
+) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let ns = std::fs::File::open(netns).expect("netns");
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        // Only this thread moves into the namespace.
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        wait_for(secs, || {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .ok()?;
+            write!(
+                conn,
+                "GET {path} HTTP/1.1\r\nHost: capsule\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut response = String::new();
+            conn.read_to_string(&mut response).ok()?;
+            let (head, body) = response.split_once("\r\n\r\n")?;
+            Some((head.lines().next()?.to_owned(), body.to_owned()))
+        })
+    })
+    .join()
+    .expect("thread")
+}

@@ -17,6 +17,7 @@
 
 mod disk;
 pub mod enter;
+mod envd;
 mod launch;
 mod rootfs;
 pub mod seccomp;
@@ -122,6 +123,8 @@ struct Inner {
     templates: TemplateStore,
     disks: Arc<disk::DiskPool>,
     filters: Vec<BpfProgram>,
+    /// Set when init is envd.
+    envd: Option<envd::EnvdRuntime>,
     capsules: Mutex<HashMap<CapsuleId, Arc<Live>>>,
 }
 
@@ -144,14 +147,13 @@ impl NamespaceBackend {
             }
         }
         let cgroups = CgroupTree::new(hierarchy, &config.cgroup_parent)?;
-        if let InitCommand::Envd { binary, .. } = &config.init
-            && !binary.is_file()
-        {
-            return Err(unsupported(format!(
-                "envd binary {} not found",
-                binary.display()
-            )));
-        }
+        let envd = match &config.init {
+            InitCommand::Envd { binary, port } => Some(
+                envd::EnvdRuntime::prepare(binary, *port, &config.data_dir.join("runtime"))
+                    .map_err(|e| unsupported(format!("envd binary {}: {e}", binary.display())))?,
+            ),
+            InitCommand::Template(_) => None,
+        };
         let capsules_dir = config.data_dir.join("capsules");
         std::fs::create_dir_all(&capsules_dir)
             .map_err(|e| unsupported(format!("create {}: {e}", capsules_dir.display())))?;
@@ -173,6 +175,7 @@ impl NamespaceBackend {
                 ),
                 cgroups,
                 filters,
+                envd,
                 capsules: Mutex::new(HashMap::new()),
                 config,
             }),
@@ -391,13 +394,11 @@ impl Inner {
         disk_mount: &Path,
         new_root: &Path,
     ) -> Result<launch::Plan, std::ffi::NulError> {
-        let envd_inside = crate::template::ENVD_PATH;
-        let (argv, envd) = match &self.config.init {
-            InitCommand::Envd { binary, port } => (
-                vec![format!("/{envd_inside}"), "--port".into(), port.to_string()],
-                Some((binary.as_path(), envd_inside)),
-            ),
-            InitCommand::Template(argv) => (argv.clone(), None),
+        let (argv, runtime) = match (&self.envd, &self.config.init) {
+            (Some(rt), _) => (rt.argv(), Some(rt)),
+            (None, InitCommand::Template(argv)) => (argv.clone(), None),
+            // `new` prepares the runtime whenever init is envd.
+            (None, InitCommand::Envd { .. }) => (Vec::new(), None),
         };
         let ops = rootfs::plan(&rootfs::Params {
             lower,
@@ -406,7 +407,14 @@ impl Inner {
             new_root,
             id_map: self.config.id_map,
             memory_mb: spec.resources.memory_mb,
-            envd,
+            envd: runtime.map(|e| rootfs::EnvdMounts {
+                binary: &e.binary,
+                binary_inside: envd::ENVD_INSIDE,
+                libs: e
+                    .libs
+                    .as_ref()
+                    .map(|(dir, _)| (dir.as_path(), envd::LIBS_INSIDE)),
+            }),
         })?;
         let mut env = vec![
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),

@@ -90,8 +90,16 @@ pub struct Params<'a> {
     pub new_root: &'a Path,
     pub id_map: IdMap,
     pub memory_mb: u32,
-    /// Host envd binary and its path inside the capsule (relative to `/`).
-    pub envd: Option<(&'a Path, &'a str)>,
+    pub envd: Option<EnvdMounts<'a>>,
+}
+
+/// envd's read-only bind mounts; paths inside are relative to `/`.
+#[derive(Debug)]
+pub struct EnvdMounts<'a> {
+    pub binary: &'a Path,
+    pub binary_inside: &'a str,
+    /// Host directory of envd's libraries, when it is dynamically linked.
+    pub libs: Option<(&'a Path, &'a str)>,
 }
 
 fn c(p: impl AsRef<Path>) -> Result<CString, NulError> {
@@ -264,10 +272,10 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
         tmpfs_opts("1777"),
     )?);
 
-    if let Some((binary, inside)) = p.envd {
-        let mut dir = p.new_root.to_owned();
-        if let Some(parent) = Path::new(inside).parent() {
-            for part in parent.components() {
+    if let Some(envd) = &p.envd {
+        let mkdirs = |inside: &str, ops: &mut Vec<Op>| -> Result<(), NulError> {
+            let mut dir = p.new_root.to_owned();
+            for part in Path::new(inside).components() {
                 dir.push(part);
                 ops.push(Op::Mkdir {
                     path: c(&dir)?,
@@ -275,26 +283,37 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
                     owner: root,
                 });
             }
+            Ok(())
+        };
+        let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev;
+        if let Some(parent) = Path::new(envd.binary_inside).parent() {
+            mkdirs(&parent.to_string_lossy(), &mut ops)?;
         }
-        let target = r(inside)?;
+        let target = r(envd.binary_inside)?;
         ops.push(Op::Touch {
             path: target.clone(),
             owner: root,
         });
         ops.push(mount(
-            Some(c(binary)?),
+            Some(c(envd.binary)?),
             target.clone(),
             None,
             MsFlags::MS_BIND,
             None,
         )?);
-        ops.push(mount(
-            None,
-            target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev,
-            None,
-        )?);
+        ops.push(mount(None, target, None, read_only, None)?);
+        if let Some((dir, inside)) = envd.libs {
+            mkdirs(inside, &mut ops)?;
+            let target = r(inside)?;
+            ops.push(mount(
+                Some(c(dir)?),
+                target.clone(),
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?);
+            ops.push(mount(None, target, None, read_only, None)?);
+        }
     }
 
     // Per network namespace sysctls: let capsule root bind low ports and
