@@ -25,9 +25,15 @@ async fn concurrent_capsules_are_isolated() {
             id: s.id.clone(),
         })
         .collect();
-    let creates = specs.iter().map(|s| fx.backend.create(s));
-    for result in futures_join_all(creates).await {
-        let handle = result.expect("create");
+    let creates: Vec<_> = specs
+        .iter()
+        .map(|s| {
+            let (backend, spec) = (fx.backend.clone(), s.clone());
+            tokio::spawn(async move { backend.create(&spec).await })
+        })
+        .collect();
+    for create in creates {
+        let handle = create.await.expect("task").expect("create");
         assert_eq!(handle.status.state, RunState::Running);
     }
 
@@ -108,36 +114,6 @@ async fn concurrent_capsules_are_isolated() {
     drop(guards);
 }
 
-/// Minimal join_all (the crate does not depend on futures).
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut out = Vec::new();
-    let futs: Vec<_> = futs.map(Box::pin).collect();
-    let mut pending: Vec<_> = futs.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *result = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.extend(results.into_iter().map(|r| r.expect("finished")));
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_is_enforced_and_oom_reported() {
     if skip_unless_root() {
@@ -145,18 +121,15 @@ async fn memory_limit_is_enforced_and_oom_reported() {
     }
     let fx = Fixture::new(idle_init());
     let net = Netns::new();
-    let spec = fx.spec(
-        &net,
-        Resources {
-            memory_mb: 32,
-            ..resources()
-        },
-    );
-    let _guard = Guard {
-        backend: fx.backend.clone(),
-        id: spec.id.clone(),
-    };
-    fx.backend.create(&spec).await.expect("create");
+    let (spec, _guard) = fx
+        .start(
+            &net,
+            Resources {
+                memory_mb: 32,
+                ..resources()
+            },
+        )
+        .await;
     assert_eq!(
         fx.backend.status(&spec.id).await.expect("status").oom_kills,
         0
@@ -193,18 +166,15 @@ async fn fork_bomb_stops_at_the_pid_limit() {
     let fx = Fixture::new(idle_init());
     let net = Netns::new();
     let max_pids = 48;
-    let spec = fx.spec(
-        &net,
-        Resources {
-            max_pids,
-            ..resources()
-        },
-    );
-    let _guard = Guard {
-        backend: fx.backend.clone(),
-        id: spec.id.clone(),
-    };
-    fx.backend.create(&spec).await.expect("create");
+    let (spec, _guard) = fx
+        .start(
+            &net,
+            Resources {
+                max_pids,
+                ..resources()
+            },
+        )
+        .await;
     let dir = fx.backend.capsule_dir(&spec.id);
     let init = fx.backend.init_pid(&spec.id).expect("pid");
 
@@ -254,12 +224,7 @@ async fn pause_stops_progress_and_resume_continues() {
         "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; done",
     ));
     let net = Netns::new();
-    let spec = fx.spec(&net, resources());
-    let _guard = Guard {
-        backend: fx.backend.clone(),
-        id: spec.id.clone(),
-    };
-    fx.backend.create(&spec).await.expect("create");
+    let (spec, _guard) = fx.start(&net, resources()).await;
     let pid = fx.backend.init_pid(&spec.id).expect("pid");
     let counter = || read_inside(pid, "/tmp/counter").and_then(|s| s.trim().parse::<u64>().ok());
     let first = wait_for(5, counter).expect("counter");
@@ -322,12 +287,7 @@ async fn seccomp_denies_and_no_new_privs_is_set() {
     );
 
     let net = Netns::new();
-    let spec = fx.spec(&net, resources());
-    let _guard = Guard {
-        backend: fx.backend.clone(),
-        id: spec.id.clone(),
-    };
-    fx.backend.create(&spec).await.expect("create");
+    let (spec, _guard) = fx.start(&net, resources()).await;
     let pid = fx.backend.init_pid(&spec.id).expect("pid");
     let rc = wait_for(5, || read_inside(pid, "/run/unshare.rc")).expect("rc");
     assert_ne!(rc.trim(), "0", "unshare -U succeeded inside the capsule");
@@ -362,18 +322,15 @@ async fn disk_quota_is_enforced() {
     }
     let fx = Fixture::new(idle_init());
     let net = Netns::new();
-    let spec = fx.spec(
-        &net,
-        Resources {
-            disk_mb: 32,
-            ..resources()
-        },
-    );
-    let _guard = Guard {
-        backend: fx.backend.clone(),
-        id: spec.id.clone(),
-    };
-    fx.backend.create(&spec).await.expect("create");
+    let (spec, _guard) = fx
+        .start(
+            &net,
+            Resources {
+                disk_mb: 32,
+                ..resources()
+            },
+        )
+        .await;
     let before = fx.backend.metrics(&spec.id).await.expect("metrics");
     assert!(before.disk_total_bytes <= 32 << 20 && before.disk_total_bytes > 16 << 20);
 
@@ -598,12 +555,7 @@ async fn envd_is_init_and_answers_health() {
         port: warren_dataplane::backend::namespace::ENVD_PORT,
     });
     let net = Netns::new();
-    let spec = fx.spec(&net, resources());
-    let _guard = Guard {
-        backend: fx.backend.clone(),
-        id: spec.id.clone(),
-    };
-    fx.backend.create(&spec).await.expect("create");
+    let (spec, _guard) = fx.start(&net, resources()).await;
     let pid = fx.backend.init_pid(&spec.id).expect("pid");
 
     let (status, _) = http_get_in_netns(

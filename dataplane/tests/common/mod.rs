@@ -116,6 +116,20 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Creates a capsule in `net`, destroyed when the guard drops.
+    pub async fn start(&self, net: &Netns, resources: Resources) -> (CapsuleSpec, Guard) {
+        use warren_dataplane::backend::Backend;
+        let spec = self.spec(net, resources);
+        let guard = Guard {
+            backend: self.backend.clone(),
+            id: spec.id.clone(),
+        };
+        self.backend.create(&spec).await.expect("create");
+        (spec, guard)
+    }
+}
+
 pub fn resources() -> Resources {
     Resources {
         vcpus: 1,

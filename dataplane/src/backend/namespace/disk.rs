@@ -18,7 +18,7 @@
 //! (also when the agent exits).
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -182,66 +182,36 @@ fn mount_detached(device: &Path) -> io::Result<OwnedFd> {
             Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
         }
     };
-    let check = |rc: libc::c_long, what: &str| {
+    let device = CString::new(device.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: fsopen with a NUL-terminated name.
+    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, c"ext4".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let fsconfig = |cmd: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>| {
+        let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+        // SAFETY: fsconfig on our fs context with NUL-terminated strings (or
+        // nulls, as the command allows) that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                ptr(key),
+                ptr(value),
+                0,
+            )
+        };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            Err(io::Error::new(e.kind(), format!("{what}: {e}")))
-        } else {
-            Ok(())
+            let key = key.map_or("create".into(), CStr::to_string_lossy);
+            return Err(io::Error::new(e.kind(), format!("mount ext4 ({key}): {e}")));
         }
+        Ok(())
     };
-    let device = CString::new(device.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-    // SAFETY (all calls below): the new mount API's system calls, given
-    // NUL-terminated strings that outlive the calls and descriptors we own.
-    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, c"ext4".as_ptr(), FSOPEN_CLOEXEC) })?;
-    let fd = fs.as_raw_fd();
-    check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fd,
-                FSCONFIG_SET_STRING,
-                c"source".as_ptr(),
-                device.as_ptr(),
-                0,
-            )
-        },
-        "fsconfig source",
-    )?;
-    check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fd,
-                FSCONFIG_SET_FLAG,
-                c"noinit_itable".as_ptr(),
-                std::ptr::null::<u8>(),
-                0,
-            )
-        },
-        "fsconfig noinit_itable",
-    )?;
-    check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fd,
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<u8>(),
-                std::ptr::null::<u8>(),
-                0,
-            )
-        },
-        "mount ext4",
-    )?;
-    owned(unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fd,
-            FSMOUNT_CLOEXEC,
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        )
-    })
+    fsconfig(FSCONFIG_SET_STRING, Some(c"source"), Some(&device))?;
+    fsconfig(FSCONFIG_SET_FLAG, Some(c"noinit_itable"), None)?;
+    fsconfig(FSCONFIG_CMD_CREATE, None, None)?;
+    let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    // SAFETY: fsmount on our fs context.
+    owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }
 
 /// Disks kept ready per size, refilled in the background after each take.

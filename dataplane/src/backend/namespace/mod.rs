@@ -264,6 +264,25 @@ impl Inner {
             .ok_or_else(|| BackendError::NotFound(id.clone()))
     }
 
+    /// The capsule, which must be in `state` for `op`.
+    fn live_in(
+        &self,
+        id: &CapsuleId,
+        state: RunState,
+        op: &'static str,
+    ) -> Result<Arc<Live>, BackendError> {
+        let live = self.live(id)?;
+        let actual = status_of(&live)?.state;
+        if actual != state {
+            return Err(BackendError::InvalidState {
+                id: id.clone(),
+                state: actual,
+                op,
+            });
+        }
+        Ok(live)
+    }
+
     fn io_err(
         id: &CapsuleId,
         context: impl Into<String>,
@@ -629,29 +648,13 @@ impl Backend for NamespaceBackend {
     }
 
     async fn pause(&self, id: &CapsuleId) -> Result<(), BackendError> {
-        let live = self.inner.live(id)?;
-        let state = status_of(&live)?.state;
-        if state != RunState::Running {
-            return Err(BackendError::InvalidState {
-                id: id.clone(),
-                state,
-                op: "pause",
-            });
-        }
+        let live = self.inner.live_in(id, RunState::Running, "pause")?;
         live.cgroup.freeze(self.inner.config.timeout).await?;
         Ok(())
     }
 
     async fn resume(&self, id: &CapsuleId) -> Result<(), BackendError> {
-        let live = self.inner.live(id)?;
-        let state = status_of(&live)?.state;
-        if state != RunState::Paused {
-            return Err(BackendError::InvalidState {
-                id: id.clone(),
-                state,
-                op: "resume",
-            });
-        }
+        let live = self.inner.live_in(id, RunState::Paused, "resume")?;
         live.cgroup.thaw(self.inner.config.timeout).await?;
         Ok(())
     }

@@ -285,7 +285,19 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
             }
             Ok(())
         };
-        let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev;
+        let bind_read_only = |source: &Path, target: CString, ops: &mut Vec<Op>| {
+            ops.push(mount(
+                Some(c(source)?),
+                target.clone(),
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?);
+            let read_only =
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev;
+            ops.push(mount(None, target, None, read_only, None)?);
+            Ok::<_, NulError>(())
+        };
         if let Some(parent) = Path::new(envd.binary_inside).parent() {
             mkdirs(&parent.to_string_lossy(), &mut ops)?;
         }
@@ -294,25 +306,10 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
             path: target.clone(),
             owner: root,
         });
-        ops.push(mount(
-            Some(c(envd.binary)?),
-            target.clone(),
-            None,
-            MsFlags::MS_BIND,
-            None,
-        )?);
-        ops.push(mount(None, target, None, read_only, None)?);
+        bind_read_only(envd.binary, target, &mut ops)?;
         if let Some((dir, inside)) = envd.libs {
             mkdirs(inside, &mut ops)?;
-            let target = r(inside)?;
-            ops.push(mount(
-                Some(c(dir)?),
-                target.clone(),
-                None,
-                MsFlags::MS_BIND,
-                None,
-            )?);
-            ops.push(mount(None, target, None, read_only, None)?);
+            bind_read_only(dir, r(inside)?, &mut ops)?;
         }
     }
 
