@@ -3,7 +3,7 @@
 //! with `WARREN_ENVD_BIN` set, also create-to-ready: envd's `/health`
 //! answering), and pause / resume (cgroup freeze and thaw, waited for).
 //! Prints p50/p99 over every operation measured, besides criterion's
-//! report. Targets (issue 5): create-to-ready < 50 ms p50, pause/resume
+//! report, and (with envd) the memory an idle capsule's cgroup holds. Targets (issue 5): create-to-ready < 50 ms p50, pause/resume
 //! < 10 ms.
 //!
 //! Needs root, busybox-static and e2fsprogs:
@@ -40,7 +40,9 @@ struct Netns(String);
 
 impl Netns {
     fn new() -> Self {
-        let name = format!("wb-ns{}", std::process::id());
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("wb-ns{}-{n}", std::process::id());
         let ok = |args: &[&str]| {
             Command::new("ip")
                 .args(args)
@@ -214,6 +216,37 @@ fn pause_resume(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     rt.block_on(b.backend.destroy(&spec.id)).expect("destroy");
 }
 
+/// Memory charged to idle envd capsules (envd's heap, page cache of its
+/// binary and libraries, kernel objects), averaged over a few.
+fn idle_memory(rt: &tokio::runtime::Runtime, mut b: Bench) {
+    const N: usize = 8;
+    let nets: Vec<Netns> = (0..N).map(|_| Netns::new()).collect();
+    let mut ids = Vec::new();
+    for net in &nets {
+        let mut spec = b.spec();
+        spec.netns = PathBuf::from("/run/netns").join(&net.0);
+        rt.block_on(b.backend.create(&spec)).expect("create");
+        wait_health(&net.0);
+        ids.push(spec.id);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let total: u64 = ids
+        .iter()
+        .map(|id| {
+            rt.block_on(b.backend.metrics(id))
+                .expect("metrics")
+                .memory_bytes
+        })
+        .sum();
+    println!(
+        "ns_capsule idle envd capsule memory (cgroup, incl. page cache): {:.2} MiB mean over {N}",
+        total as f64 / N as f64 / f64::from(1u32 << 20)
+    );
+    for id in &ids {
+        rt.block_on(b.backend.destroy(id)).expect("destroy");
+    }
+}
+
 fn report() {
     println!("\nns_capsule latency over every operation measured:");
     for (op, samples) in SAMPLES.lock().expect("samples").iter_mut() {
@@ -246,11 +279,14 @@ fn benches(c: &mut Criterion) {
     create_to_running(c, &rt, stand_in, "create_to_running");
     match std::env::var_os("WARREN_ENVD_BIN") {
         Some(bin) => {
-            let b = Bench::new(InitCommand::Envd {
-                binary: bin.into(),
-                port: ENVD_PORT,
-            });
-            create_to_running(c, &rt, b, "create_to_envd_health");
+            let envd = || {
+                Bench::new(InitCommand::Envd {
+                    binary: bin.clone().into(),
+                    port: ENVD_PORT,
+                })
+            };
+            create_to_running(c, &rt, envd(), "create_to_envd_health");
+            idle_memory(&rt, envd());
         }
         None => eprintln!("create_to_envd_health skipped: set WARREN_ENVD_BIN to an envd binary"),
     }
