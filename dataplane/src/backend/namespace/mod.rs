@@ -5,10 +5,12 @@
 //! with CPU, memory and PID limits, under a seccomp filter with
 //! no-new-privileges. Init is the host's envd, bind-mounted read-only.
 //!
-//! Module map: [`launch`] forks init and builds its namespaces, [`rootfs`]
-//! plans its file system, [`disk`] makes and attaches the private disk,
-//! [`seccomp`] holds the filter, [`state`] what is persisted for adoption,
-//! [`enter`] runs a command inside a capsule.
+//! Module map: `launch` forks init and builds its namespaces, `rootfs`
+//! plans its file system, `disk` makes the private disks (and keeps a
+//! pool of ready ones), `envd` makes the host's envd runnable inside,
+//! [`seccomp`] holds the filter, `state` what is persisted for adoption,
+//! [`enter`] runs a command inside a capsule. Cgroups are
+//! [`crate::cgroup`], templates [`crate::template`].
 //!
 //! Files per capsule, in `<data_dir>/capsules/<id>/`: `backend.json`,
 //! `disk.ext4` (sparse), and the empty mount points `rootfs/` and `disk/`
@@ -324,8 +326,11 @@ impl Inner {
             Ok(live) => {
                 tracing::info!(capsule = %id, pid = ?live.state.init.map(|i| i.pid),
                     elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "capsule started");
+                let live = Arc::new(live);
+                // In the table before anything else can fail: from here on
+                // the capsule exists and only destroy removes it.
+                self.table().insert(id.clone(), Arc::clone(&live));
                 let status = status_of(&live)?;
-                self.table().insert(id.clone(), Arc::new(live));
                 Ok(CapsuleHandle {
                     id: id.clone(),
                     kind: BackendKind::Namespace,
