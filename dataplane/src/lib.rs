@@ -4,9 +4,11 @@
 //! data plane that relays user traffic and envd calls into capsules.
 //! See DESIGN.md ("The data plane").
 
+pub mod agent;
 pub mod backend;
 pub mod cgroup;
 pub mod cow_disk;
+pub mod manager;
 pub mod netslot;
 pub mod proxy;
 pub mod runtime;

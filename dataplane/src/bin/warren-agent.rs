@@ -1,6 +1,7 @@
-//! `warren-agent`: the Warren host agent. For now it runs the data plane
-//! proxy standalone (`warren-agent proxy --routes FILE`), fed by a routes
-//! file, so the proxy can run and be benchmarked on its own.
+//! `warren-agent`: the Warren host agent. `warren-agent [run]` runs the
+//! whole agent (capsules, network slots, data plane, lifecycle RPC);
+//! `warren-agent proxy --routes FILE` runs the data-plane proxy alone, fed by
+//! a routes file, so it can be run and benchmarked on its own.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,11 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use warren_dataplane::agent::{
+    self, AgentConfig, BackendChoice,
+    logging::{self, LogFile},
+};
+use warren_dataplane::netslot::{NetConfig, SlotManager};
 use warren_dataplane::proxy::{Proxy, ProxyConfig, RouteTable, Routes, Secret, metrics};
 
 #[derive(Debug, Parser)]
@@ -19,16 +25,86 @@ use warren_dataplane::proxy::{Proxy, ProxyConfig, RouteTable, Routes, Secret, me
     version,
     about = "The Warren host agent: capsules, network slots and the io_uring data plane"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent (the default).
+    Run(RunArgs),
+    /// Remove this agent's network state (pooled slots, the nftables table,
+    /// the slots file). Run it with the agent stopped and no capsules left
+    /// (see the Terminate RPC).
+    Purge(RunArgs),
     /// Run the data plane proxy alone, routing from a JSON routes file
     /// (reloaded when it changes and on SIGHUP).
     Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// Data directory: templates, capsules, network state, logs.
+    #[arg(long, env = "WARREN_DIR", default_value = "/var/lib/warren")]
+    data_dir: PathBuf,
+    /// Lifecycle RPC address (Connect over HTTP/1.1, bearer token).
+    #[arg(long, env = "WARREN_AGENT_RPC_LISTEN", default_value = "0.0.0.0:5006")]
+    rpc_listen: SocketAddr,
+    /// Data-plane proxy address (user traffic and the envd relay).
+    #[arg(long, env = "WARREN_PROXY_LISTEN", default_value = "0.0.0.0:5007")]
+    proxy_listen: SocketAddr,
+    /// Admin address: Prometheus metrics at /metrics.
+    #[arg(long, env = "WARREN_ADMIN_LISTEN", default_value = "127.0.0.1:5008")]
+    admin_listen: SocketAddr,
+    /// Proxy address to advertise to the control plane (default: from --proxy-listen).
+    #[arg(long, env = "WARREN_PROXY_ADVERTISE")]
+    proxy_advertise: Option<String>,
+    /// File holding the control plane's token (or set WARREN_AGENT_TOKEN).
+    #[arg(long, env = "WARREN_AGENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Capsule backend.
+    #[arg(long, env = "WARREN_BACKEND", value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Data-plane cores (one io_uring runtime each); default: all.
+    #[arg(long, env = "WARREN_PROXY_CORES")]
+    cores: Option<usize>,
+    /// Domain for host routing ({port}-{id}.{domain}).
+    #[arg(long, env = "WARREN_DOMAIN")]
+    domain: Option<String>,
+    /// envd binary run inside capsules (default: beside this binary).
+    #[arg(long, env = "WARREN_ENVD_BIN")]
+    envd_bin: Option<PathBuf>,
+    /// Static busybox the `tiny` template is made from.
+    #[arg(long, env = "WARREN_BUSYBOX", default_value = "/bin/busybox")]
+    busybox: PathBuf,
+    /// Prefix of network namespaces and links (`<prefix>-ns-N`).
+    #[arg(long, env = "WARREN_NET_PREFIX", default_value = "warren")]
+    net_prefix: String,
+    /// nftables table holding isolation and NAT rules.
+    #[arg(long, env = "WARREN_NFT_TABLE", default_value = "warren")]
+    nft_table: String,
+    /// Network slots kept ready.
+    #[arg(long, env = "WARREN_SLOT_POOL", default_value_t = 4)]
+    slot_pool: usize,
+    /// Capsule addresses (host-reachable), e.g. 10.11.0.0/16.
+    #[arg(long, env = "WARREN_CAPSULE_NET")]
+    capsule_net: Option<ipnet::Ipv4Net>,
+    /// Host-side veth addresses, e.g. 10.12.0.0/16.
+    #[arg(long, env = "WARREN_VETH_NET")]
+    veth_net: Option<ipnet::Ipv4Net>,
+    /// Parent of capsule cgroups.
+    #[arg(long, env = "WARREN_CGROUP_PARENT", default_value = "warren")]
+    cgroup_parent: String,
+    /// Seconds between idle-reaper passes.
+    #[arg(long, env = "WARREN_REAP_INTERVAL", default_value_t = 1.0)]
+    reap_interval: f64,
+    /// Log as JSON lines.
+    #[arg(long, env = "WARREN_LOG_JSON")]
+    log_json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,16 +145,103 @@ struct ProxyArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    let filter = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
-        Command::Proxy(args) => run_proxy(args),
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Proxy(args)) => {
+            logging::init(false, None);
+            run_proxy(args)
+        }
+        Some(Command::Run(args)) => run_agent(args),
+        Some(Command::Purge(args)) => {
+            logging::init(args.log_json, None);
+            purge(args)
+        }
+        None => run_agent(cli.run),
     }
+}
+
+fn run_agent(args: RunArgs) -> anyhow::Result<()> {
+    let log_file = LogFile::open(&args.data_dir.join("logs").join("agent.log"))
+        .with_context(|| format!("opening the log file under {}", args.data_dir.display()))?;
+    logging::init(args.log_json, Some(log_file.clone()));
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?,
+        None => std::env::var("WARREN_AGENT_TOKEN").unwrap_or_default(),
+    };
+    let envd_bin = match args.envd_bin.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("envd"),
+    };
+    let config = AgentConfig {
+        data_dir: args.data_dir,
+        rpc_listen: args.rpc_listen,
+        proxy_listen: args.proxy_listen,
+        admin_listen: args.admin_listen,
+        proxy_advertise: args.proxy_advertise,
+        token,
+        backend: args.backend,
+        cores: args.cores,
+        domain: args.domain,
+        envd_bin,
+        busybox: args.busybox,
+        net_prefix: args.net_prefix,
+        nft_table: args.nft_table,
+        slot_pool: args.slot_pool,
+        capsule_net: args.capsule_net,
+        veth_net: args.veth_net,
+        cgroup_parent: args.cgroup_parent,
+        reap_interval: seconds(args.reap_interval, "reap-interval")?,
+        manager: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("warren-agent")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match log_file.reopen() {
+                    Ok(()) => tracing::info!("log file reopened"),
+                    Err(e) => tracing::error!(error = %e, "cannot reopen the log file"),
+                }
+            }
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        agent::run(config, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
+    })
+}
+
+fn purge(args: RunArgs) -> anyhow::Result<()> {
+    let mut net = NetConfig::new(args.data_dir.join("net"));
+    net.prefix = args.net_prefix;
+    net.table = args.nft_table;
+    if let Some(n) = args.capsule_net {
+        net.capsule_net = n;
+    }
+    if let Some(n) = args.veth_net {
+        net.veth_net = n;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(SlotManager::purge(&net))?;
+    tracing::info!(prefix = %net.prefix, table = %net.table, "network state purged");
+    Ok(())
 }
 
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {

@@ -277,6 +277,16 @@ async fn kill_at(pid: u32, deadline: Instant, mut exited: watch::Receiver<Option
     }
 }
 
+/// One non-blocking `read(2)`, retried on EINTR (WouldBlock when empty).
+fn read_now(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(std::io::Error::from),
+        }
+    }
+}
+
 /// Resolves once the process has exited.
 async fn has_exited(exited: &mut watch::Receiver<Option<Exit>>) {
     // An error means the sender is gone, which only happens after exit.
@@ -301,7 +311,11 @@ async fn read_pipe(
                 Ok(n) => if tx.send(wrap(Bytes::copy_from_slice(&buf[..n]))).await.is_err() { return },
             },
             () = has_exited(&mut exited) => {
-                while let Ok(n) = pipe.try_read(&mut buf) {
+                // tokio's try_read answers WouldBlock until the reactor has
+                // seen readiness, which may not have happened yet: read the
+                // descriptor directly so nothing already written is lost.
+                use std::os::fd::AsFd;
+                while let Ok(n) = read_now(pipe.as_fd(), &mut buf) {
                     if n == 0 || tx.send(wrap(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
                         return;
                     }

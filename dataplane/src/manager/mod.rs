@@ -1,0 +1,871 @@
+//! The sandbox manager: the agent's authority over its host's capsules.
+//!
+//! It turns lifecycle requests into backend, network-slot and data-plane
+//! actions; keeps each capsule's [`State`] (changed only through explicit
+//! transitions) and persists it, so a restarted agent re-adopts every
+//! running and paused capsule; serialises operations on one capsule (and
+//! refuses new ones while it is pausing or stopping); publishes the routing
+//! table the data plane reads; and pauses or destroys idle capsules.
+
+mod envd;
+pub mod record;
+mod state;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex as StdMutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+pub use envd::{EnvdClient, EnvdError};
+pub use record::{EnvdDefaults, IdlePolicy, Record, TxLimitRecord};
+pub use state::{Event, InvalidTransition, State};
+
+use crate::{
+    backend::{
+        Backend, BackendError, BackendKind, CapsuleId, CapsuleSpec, Resources, RunState, SpecError,
+    },
+    netslot::{NetError, SlotManager, SlotOptions, TxLimit},
+    proxy::{self, Proxy, Route, RouteTable, Secret},
+};
+
+/// Everything that can go wrong, typed so the RPC layer can pick a code.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("capsule {0} not found")]
+    NotFound(String),
+    #[error("capsule {0} already exists")]
+    AlreadyExists(String),
+    #[error("capsule {id} is {state}: cannot {op}")]
+    WrongState {
+        id: String,
+        state: State,
+        op: &'static str,
+    },
+    #[error("capsule {id} is {state}: try again when that is done")]
+    Busy { id: String, state: State },
+    #[error("host is full: {0}")]
+    Exhausted(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Envd(#[from] EnvdError),
+    #[error("persisting capsule {id}: {source}")]
+    Persist { id: String, source: std::io::Error },
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+}
+
+type Result<T> = std::result::Result<T, ManagerError>;
+
+/// How the manager behaves.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// `$WARREN_DIR`.
+    pub data_dir: PathBuf,
+    pub envd_port: u16,
+    /// How long a new capsule's envd may take to answer.
+    pub envd_ready_timeout: Duration,
+    pub default_disk_mb: u32,
+    pub default_idle_policy: IdlePolicy,
+    /// Admission: capsules' memory may add up to this many times the host's.
+    pub memory_overcommit: f64,
+    /// Admission: capsules' vCPUs may add up to this many times the host's cores.
+    pub vcpu_overcommit: f64,
+}
+
+impl ManagerConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            envd_port: proxy::ENVD_PORT,
+            envd_ready_timeout: Duration::from_secs(10),
+            default_disk_mb: 1024,
+            default_idle_policy: IdlePolicy::Pause,
+            memory_overcommit: 2.0,
+            // Idle capsules cost no CPU; the control plane's scheduler spreads load.
+            vcpu_overcommit: 64.0,
+        }
+    }
+
+    fn records_dir(&self) -> PathBuf {
+        self.data_dir.join("agent").join("capsules")
+    }
+
+    fn templates_dir(&self) -> PathBuf {
+        self.data_dir.join("templates")
+    }
+}
+
+/// A create request, validated by [`Manager::create`].
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    pub id: String,
+    pub template: String,
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+    pub timeout_sec: u32,
+    pub idle_policy: Option<IdlePolicy>,
+    pub defaults: EnvdDefaults,
+    pub metadata: BTreeMap<String, String>,
+    pub egress: bool,
+    pub envd_token: Option<String>,
+    pub traffic_token: Option<String>,
+    /// `None`: the default limit; `Some(None)`: unlimited.
+    pub tx_limit: Option<Option<TxLimitRecord>>,
+}
+
+/// One sample of a capsule's use, with CPU as a rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metrics {
+    pub id: String,
+    pub sampled_at_ms: i64,
+    /// Percent of one CPU (100 = one core busy).
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub disk_bytes: u64,
+    pub disk_limit_bytes: u64,
+    pub pids: u32,
+    pub oom_kills: u64,
+}
+
+/// The host's capacity and what is allocated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostInfo {
+    pub backend: BackendKind,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub allocated_vcpus: u32,
+    pub allocated_memory_mb: u64,
+    pub capsules: u32,
+    pub templates: Vec<(String, u64)>,
+}
+
+/// A capsule the manager holds.
+#[derive(Debug)]
+struct Entry {
+    /// Serialises operations on this capsule.
+    op: tokio::sync::Mutex<()>,
+    record: StdMutex<Record>,
+    /// (when, CPU ns) of the previous metrics sample.
+    last_cpu: StdMutex<Option<(Instant, u64)>>,
+}
+
+impl Entry {
+    fn new(record: Record) -> Arc<Self> {
+        Arc::new(Self {
+            op: tokio::sync::Mutex::new(()),
+            record: StdMutex::new(record),
+            last_cpu: StdMutex::new(None),
+        })
+    }
+
+    fn record(&self) -> Record {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut Record) -> T) -> T {
+        f(&mut self.record.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn state(&self) -> State {
+        self.update(|r| r.state)
+    }
+}
+
+/// Ids the reaper acted on since the last [`Manager::list`].
+#[derive(Debug, Default)]
+struct Reaped {
+    paused: Vec<String>,
+    destroyed: Vec<String>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The sandbox manager. Share it as `Arc<Manager>`.
+pub struct Manager {
+    config: ManagerConfig,
+    backend: Arc<dyn Backend>,
+    slots: Arc<SlotManager>,
+    proxy: Arc<Proxy>,
+    envd: EnvdClient,
+    capsules: StdMutex<BTreeMap<String, Arc<Entry>>>,
+    reaped: StdMutex<Reaped>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("config", &self.config)
+            .field(
+                "capsules",
+                &self.capsules.lock().map(|c| c.len()).unwrap_or(0),
+            )
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Starts the manager and re-adopts what a previous agent left: running
+    /// and paused capsules come back; half-made and half-destroyed ones are
+    /// cleaned up; leftovers nobody owns are removed.
+    pub async fn open(
+        config: ManagerConfig,
+        backend: Arc<dyn Backend>,
+        slots: Arc<SlotManager>,
+        proxy: Arc<Proxy>,
+    ) -> Result<Arc<Self>> {
+        let envd = EnvdClient::new(config.envd_port);
+        let manager = Arc::new(Self {
+            config,
+            backend,
+            slots,
+            proxy,
+            envd,
+            capsules: StdMutex::default(),
+            reaped: StdMutex::default(),
+        });
+        manager.adopt_all().await;
+        Ok(manager)
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Entry>>> {
+        self.capsules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>> {
+        self.table()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ManagerError::NotFound(id.to_owned()))
+    }
+
+    fn persist(&self, record: &Record) -> Result<()> {
+        record::save(&self.config.records_dir(), record).map_err(|source| ManagerError::Persist {
+            id: record.id.clone(),
+            source,
+        })
+    }
+
+    /// Applies `event` to the capsule's state and persists the result.
+    fn transition(&self, entry: &Entry, event: Event) -> Result<State> {
+        let record = entry.update(|r| -> Result<Record> {
+            r.state = r.state.on(event)?;
+            Ok(r.clone())
+        })?;
+        self.persist(&record)?;
+        self.publish_routes();
+        Ok(record.state)
+    }
+
+    /// Moves the capsule to Error with `why`, persisted.
+    fn fail(&self, entry: &Entry, why: &ManagerError) {
+        let record = entry.update(|r| {
+            if let Ok(next) = r.state.on(Event::Failed) {
+                r.state = next;
+            }
+            r.error = Some(why.to_string());
+            r.clone()
+        });
+        if let Err(e) = self.persist(&record) {
+            tracing::error!(capsule = %record.id, error = %e, "cannot persist the error state");
+        }
+        self.publish_routes();
+    }
+
+    /// Takes the capsule's operation lock; refused while it is pausing or
+    /// stopping (those must not be queued behind).
+    async fn lock<'a>(
+        &self,
+        id: &str,
+        entry: &'a Entry,
+    ) -> Result<tokio::sync::MutexGuard<'a, ()>> {
+        match entry.state() {
+            state @ (State::Pausing | State::Stopping) => Err(ManagerError::Busy {
+                id: id.to_owned(),
+                state,
+            }),
+            _ => Ok(entry.op.lock().await),
+        }
+    }
+
+    /// Publishes the routing table the data plane reads.
+    fn publish_routes(&self) {
+        let routes: Vec<(String, Route)> = self
+            .table()
+            .values()
+            .filter_map(|e| {
+                let r = e.record();
+                let address = r.address?;
+                let state = match r.state {
+                    State::Running => proxy::CapsuleState::Running,
+                    State::Paused | State::Pausing => proxy::CapsuleState::Paused,
+                    _ => proxy::CapsuleState::Unavailable,
+                };
+                Some((
+                    r.id.clone(),
+                    Route {
+                        address: IpAddr::V4(address),
+                        state,
+                        access_token: r.traffic_token.clone().map(Secret::new),
+                        envd_access_token: r.envd_token.clone().map(Secret::new),
+                        limits: Default::default(),
+                    },
+                ))
+            })
+            .collect();
+        self.proxy.routes().publish(RouteTable::new(routes));
+    }
+
+    fn host_memory_mb() -> u64 {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb / 1024)
+    }
+
+    fn host_vcpus() -> u32 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    }
+
+    /// Refuses a capsule the host cannot hold.
+    fn admit(&self, vcpus: u32, memory_mb: u32) -> Result<()> {
+        let (cpus, mem) = self
+            .table()
+            .values()
+            .map(|e| e.record())
+            .filter(|r| r.state != State::Stopped)
+            .fold((0u64, 0u64), |(c, m), r| {
+                (c + u64::from(r.vcpus), m + u64::from(r.memory_mb))
+            });
+        let cpu_cap = (f64::from(Self::host_vcpus()) * self.config.vcpu_overcommit) as u64;
+        let mem_cap = (Self::host_memory_mb() as f64 * self.config.memory_overcommit) as u64;
+        if cpus + u64::from(vcpus) > cpu_cap {
+            return Err(ManagerError::Exhausted(format!(
+                "{cpus} of {cpu_cap} vCPUs allocated, {vcpus} more requested"
+            )));
+        }
+        if mem + u64::from(memory_mb) > mem_cap {
+            return Err(ManagerError::Exhausted(format!(
+                "{mem} of {mem_cap} MiB allocated, {memory_mb} more requested"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates a capsule and returns once its envd answers and has its
+    /// defaults. On any failure nothing of it is left behind.
+    pub async fn create(&self, req: CreateRequest) -> Result<Record> {
+        let id = CapsuleId::new(req.id.clone())?;
+        if req.template.is_empty() {
+            return Err(ManagerError::BadRequest("template is required".into()));
+        }
+        let resources = Resources {
+            vcpus: req.vcpus,
+            memory_mb: req.memory_mb,
+            disk_mb: if req.disk_mb == 0 {
+                self.config.default_disk_mb
+            } else {
+                req.disk_mb
+            },
+            max_pids: Resources::DEFAULT_MAX_PIDS,
+        };
+        if req.vcpus == 0 {
+            return Err(ManagerError::BadRequest("vcpus must be at least 1".into()));
+        }
+        if req.memory_mb < Resources::MIN_MEMORY_MB {
+            return Err(ManagerError::BadRequest(format!(
+                "memory_mb must be at least {}",
+                Resources::MIN_MEMORY_MB
+            )));
+        }
+        if req.vcpus > Self::host_vcpus() {
+            return Err(ManagerError::BadRequest(format!(
+                "vcpus {} exceeds this host's {} cores",
+                req.vcpus,
+                Self::host_vcpus()
+            )));
+        }
+        if u64::from(req.memory_mb) > Self::host_memory_mb() {
+            return Err(ManagerError::BadRequest(format!(
+                "memory_mb {} exceeds this host's {} MiB",
+                req.memory_mb,
+                Self::host_memory_mb()
+            )));
+        }
+        let tx_limit = match req.tx_limit {
+            None => Some(TxLimit::default()),
+            Some(None) => None,
+            Some(Some(l)) => Some(TxLimit {
+                size: l.size,
+                one_time_burst: l.one_time_burst,
+                refill_time_ms: l.refill_time_ms,
+            }),
+        };
+        let now = now_ms();
+        let record = Record {
+            id: id.to_string(),
+            template: req.template.clone(),
+            vcpus: resources.vcpus,
+            memory_mb: resources.memory_mb,
+            disk_mb: resources.disk_mb,
+            timeout_sec: req.timeout_sec,
+            idle_policy: req.idle_policy.unwrap_or(self.config.default_idle_policy),
+            defaults: req.defaults.clone(),
+            metadata: req.metadata.clone(),
+            egress: req.egress,
+            envd_token: req.envd_token.clone().filter(|t| !t.is_empty()),
+            traffic_token: req.traffic_token.clone().filter(|t| !t.is_empty()),
+            tx_limit: tx_limit.map(|l| TxLimitRecord {
+                size: l.size,
+                one_time_burst: l.one_time_burst,
+                refill_time_ms: l.refill_time_ms,
+            }),
+            backend: self.backend.kind(),
+            state: State::Creating,
+            error: None,
+            address: None,
+            created_at_ms: now,
+            last_active_ms: now,
+            envd_version: None,
+        };
+        let entry = {
+            let mut table = self.table();
+            if table.contains_key(id.as_str()) {
+                return Err(ManagerError::AlreadyExists(id.to_string()));
+            }
+            drop(table);
+            self.admit(resources.vcpus, resources.memory_mb)?;
+            table = self.table();
+            if table.contains_key(id.as_str()) {
+                return Err(ManagerError::AlreadyExists(id.to_string()));
+            }
+            let entry = Entry::new(record.clone());
+            table.insert(id.to_string(), entry.clone());
+            entry
+        };
+        let _guard = entry.op.lock().await;
+        let started = Instant::now();
+        let made = async {
+            self.persist(&record)?;
+            let slot = self
+                .slots
+                .acquire(
+                    id.as_str(),
+                    SlotOptions {
+                        egress: req.egress,
+                        tx_limit,
+                    },
+                )
+                .await?;
+            let addr = slot.capsule_addr();
+            entry.update(|r| r.address = Some(addr));
+            self.persist(&entry.record())?;
+            let spec = CapsuleSpec {
+                id: id.clone(),
+                template: req.template.clone(),
+                resources,
+                netns: slot.netns_path(),
+                hostname: None,
+                env: BTreeMap::new(),
+            };
+            self.backend.create(&spec).await?;
+            let version = self
+                .envd
+                .wait_ready(IpAddr::V4(addr), self.config.envd_ready_timeout)
+                .await?;
+            self.envd
+                .init(
+                    IpAddr::V4(addr),
+                    None,
+                    &req.defaults,
+                    record.envd_token.as_deref(),
+                )
+                .await?;
+            Ok::<_, ManagerError>(version)
+        }
+        .await;
+        match made {
+            Ok(version) => {
+                entry.update(|r| {
+                    r.envd_version = Some(version);
+                    r.last_active_ms = now_ms();
+                });
+                self.transition(&entry, Event::Created)?;
+                tracing::info!(capsule = %id, took_ms = started.elapsed().as_millis() as u64, "capsule created");
+                Ok(entry.record())
+            }
+            Err(e) => {
+                tracing::warn!(capsule = %id, error = %e, "create failed; removing what was made");
+                self.teardown(&id).await;
+                self.table().remove(id.as_str());
+                self.publish_routes();
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes everything a capsule has on the host (idempotent: missing
+    /// parts are fine).
+    async fn teardown(&self, id: &CapsuleId) -> Option<ManagerError> {
+        self.proxy.evict(id.as_str()).await;
+        let mut failure = None;
+        match self.backend.destroy(id).await {
+            Ok(()) | Err(BackendError::NotFound(_)) => {}
+            Err(e) => failure = Some(ManagerError::Backend(e)),
+        }
+        if let Some(slot) = self.slots.get(id.as_str()).await {
+            if let Err(e) = self.slots.release(&slot).await {
+                failure.get_or_insert(ManagerError::Net(e));
+            }
+        }
+        if failure.is_none() {
+            if let Err(source) = record::remove(&self.config.records_dir(), id.as_str()) {
+                failure = Some(ManagerError::Persist {
+                    id: id.to_string(),
+                    source,
+                });
+            }
+        }
+        failure
+    }
+
+    /// Stops a capsule and removes everything it owns.
+    pub async fn destroy(&self, id: &str) -> Result<()> {
+        let entry = self.entry(id)?;
+        let _guard = self.lock(id, &entry).await?;
+        self.transition(&entry, Event::Stop)?;
+        let cid = CapsuleId::new(id.to_owned())?;
+        if let Some(e) = self.teardown(&cid).await {
+            self.fail(&entry, &e);
+            return Err(e);
+        }
+        entry.update(|r| r.state.on(Event::Stopped).map(|s| r.state = s))?;
+        self.table().remove(id);
+        self.publish_routes();
+        tracing::info!(capsule = id, "capsule destroyed");
+        Ok(())
+    }
+
+    /// Pauses a running capsule: new public traffic is refused, then every
+    /// process of the capsule is stopped in place.
+    pub async fn pause(&self, id: &str) -> Result<Record> {
+        let entry = self.entry(id)?;
+        let _guard = self.lock(id, &entry).await?;
+        if entry.state() != State::Running {
+            return Err(ManagerError::WrongState {
+                id: id.to_owned(),
+                state: entry.state(),
+                op: "pause",
+            });
+        }
+        self.transition(&entry, Event::Pause)?;
+        let cid = CapsuleId::new(id.to_owned())?;
+        match self.backend.pause(&cid).await {
+            Ok(()) => {
+                self.transition(&entry, Event::Paused)?;
+                Ok(entry.record())
+            }
+            Err(e) => {
+                let e = ManagerError::Backend(e);
+                self.fail(&entry, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Resumes a paused capsule and re-applies envd's defaults.
+    pub async fn resume(
+        &self,
+        id: &str,
+        timeout_sec: Option<u32>,
+        defaults: Option<EnvdDefaults>,
+    ) -> Result<Record> {
+        let entry = self.entry(id)?;
+        let _guard = self.lock(id, &entry).await?;
+        if entry.state() != State::Paused {
+            return Err(ManagerError::WrongState {
+                id: id.to_owned(),
+                state: entry.state(),
+                op: "resume",
+            });
+        }
+        self.transition(&entry, Event::Resume)?;
+        let cid = CapsuleId::new(id.to_owned())?;
+        let resumed = async {
+            self.backend.resume(&cid).await?;
+            let record = entry.record();
+            if let (Some(defaults), Some(addr)) = (&defaults, record.address) {
+                let token = record.envd_token.as_deref();
+                self.envd
+                    .init(IpAddr::V4(addr), token, defaults, token)
+                    .await?;
+            }
+            Ok::<_, ManagerError>(())
+        }
+        .await;
+        if let Err(e) = resumed {
+            self.fail(&entry, &e);
+            return Err(e);
+        }
+        entry.update(|r| {
+            r.last_active_ms = now_ms();
+            if let Some(t) = timeout_sec {
+                r.timeout_sec = t;
+            }
+            if let Some(d) = defaults {
+                r.defaults = d;
+            }
+        });
+        self.transition(&entry, Event::Resumed)?;
+        Ok(entry.record())
+    }
+
+    /// Marks a capsule active now.
+    pub fn ping(&self, id: &str) -> Result<()> {
+        self.entry(id)?.update(|r| r.last_active_ms = now_ms());
+        Ok(())
+    }
+
+    /// Every capsule, and the ids the reaper paused and destroyed since the
+    /// previous call.
+    pub fn list(&self) -> (Vec<Record>, Vec<String>, Vec<String>) {
+        let records = self
+            .table()
+            .values()
+            .map(|e| self.with_activity(e.record()))
+            .collect();
+        let reaped = std::mem::take(&mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()));
+        (records, reaped.paused, reaped.destroyed)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Record> {
+        Ok(self.with_activity(self.entry(id)?.record()))
+    }
+
+    /// The record with its last activity including proxied traffic.
+    fn with_activity(&self, mut r: Record) -> Record {
+        if let Some(stats) = self.proxy.stats(&r.id) {
+            let proxied = stats
+                .last_activity
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+            r.last_active_ms = r.last_active_ms.max(proxied);
+        }
+        r
+    }
+
+    /// Samples one capsule (or every running one).
+    pub async fn metrics(&self, id: Option<&str>) -> Result<Vec<Metrics>> {
+        let single = id.is_some();
+        let entries: Vec<(String, Arc<Entry>)> = match id {
+            Some(id) => vec![(id.to_owned(), self.entry(id)?)],
+            None => self
+                .table()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (id, entry) in entries {
+            if !matches!(entry.state(), State::Running | State::Paused) {
+                continue;
+            }
+            let sample = match self.backend.metrics(&CapsuleId::new(id.clone())?).await {
+                Ok(s) => s,
+                Err(e) if single => return Err(e.into()),
+                Err(_) => continue,
+            };
+            let now = Instant::now();
+            let cpu_percent = {
+                let mut last = entry.last_cpu.lock().unwrap_or_else(|p| p.into_inner());
+                let pct = match *last {
+                    Some((at, ns)) if now > at => {
+                        100.0 * sample.cpu_usage_ns.saturating_sub(ns) as f64
+                            / now.duration_since(at).as_nanos() as f64
+                    }
+                    _ => 0.0,
+                };
+                *last = Some((now, sample.cpu_usage_ns));
+                pct
+            };
+            out.push(Metrics {
+                id,
+                sampled_at_ms: sample
+                    .at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0)),
+                cpu_percent,
+                memory_bytes: sample.memory_bytes,
+                memory_limit_bytes: sample.memory_limit_bytes,
+                disk_bytes: sample.disk_used_bytes,
+                disk_limit_bytes: sample.disk_total_bytes,
+                pids: u32::try_from(sample.pids).unwrap_or(u32::MAX),
+                oom_kills: sample.oom_kills,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn host_info(&self) -> HostInfo {
+        let records: Vec<Record> = self.table().values().map(|e| e.record()).collect();
+        let disk_mb = nix::sys::statvfs::statvfs(&self.config.data_dir)
+            .map_or(0, |s| s.blocks() * s.fragment_size() / (1 << 20));
+        let mut templates = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(self.config.templates_dir()) {
+            for t in dir.flatten() {
+                if t.path().join("template.json").exists() {
+                    templates.push((t.file_name().to_string_lossy().into_owned(), 0));
+                }
+            }
+        }
+        templates.sort();
+        HostInfo {
+            backend: self.backend.kind(),
+            vcpus: Self::host_vcpus(),
+            memory_mb: Self::host_memory_mb(),
+            disk_mb,
+            allocated_vcpus: records.iter().map(|r| r.vcpus).sum(),
+            allocated_memory_mb: records.iter().map(|r| u64::from(r.memory_mb)).sum(),
+            capsules: records.len() as u32,
+            templates,
+        }
+    }
+
+    /// Destroys every capsule (the host is being removed).
+    pub async fn destroy_all(&self) -> Vec<(String, ManagerError)> {
+        let ids: Vec<String> = self.table().keys().cloned().collect();
+        let mut failures = Vec::new();
+        for id in ids {
+            if let Err(e) = self.destroy(&id).await {
+                failures.push((id, e));
+            }
+        }
+        failures
+    }
+
+    /// One pass of the idle reaper: capsules idle past their timeout are
+    /// paused or destroyed, per their policy.
+    pub async fn reap_idle(self: &Arc<Self>) {
+        let now = now_ms();
+        let idle: Vec<Record> = self
+            .table()
+            .values()
+            .map(|e| self.with_activity(e.record()))
+            .filter(|r| r.state == State::Running && r.timeout_sec > 0)
+            .filter(|r| now - r.last_active_ms >= i64::from(r.timeout_sec) * 1000)
+            .collect();
+        for r in idle {
+            let manager = self.clone();
+            tokio::spawn(async move {
+                let outcome = match r.idle_policy {
+                    IdlePolicy::Pause => manager.pause(&r.id).await.map(|_| ()),
+                    IdlePolicy::Destroy => manager.destroy(&r.id).await,
+                };
+                let mut reaped = manager.reaped.lock().unwrap_or_else(|p| p.into_inner());
+                match (outcome, r.idle_policy) {
+                    (Ok(()), IdlePolicy::Pause) => {
+                        tracing::info!(capsule = %r.id, idle_s = r.timeout_sec, "idle: paused");
+                        reaped.paused.push(r.id);
+                    }
+                    (Ok(()), IdlePolicy::Destroy) => {
+                        tracing::info!(capsule = %r.id, idle_s = r.timeout_sec, "idle: destroyed");
+                        reaped.destroyed.push(r.id);
+                    }
+                    (Err(e), _) => {
+                        tracing::debug!(capsule = %r.id, error = %e, "idle capsule left as is")
+                    }
+                }
+            });
+        }
+    }
+
+    /// Re-adopts what a previous agent process left behind.
+    async fn adopt_all(&self) {
+        let dir = self.config.records_dir();
+        let (records, broken) = record::load_all(&dir);
+        for (file, why) in broken {
+            tracing::error!(file, why, "unreadable capsule record left in place");
+        }
+        let known: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        for mut r in records {
+            let Ok(id) = CapsuleId::new(r.id.clone()) else {
+                continue;
+            };
+            match r.state {
+                State::Creating | State::Stopping | State::Stopped => {
+                    tracing::info!(capsule = %id, state = %r.state, "finishing what a previous agent started: removing");
+                    if let Some(e) = self.teardown(&id).await {
+                        tracing::error!(capsule = %id, error = %e, "cleanup failed");
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            match self.backend.adopt(&id).await {
+                Ok(handle) => {
+                    r.state = match handle.status.state {
+                        RunState::Running => State::Running,
+                        RunState::Paused => State::Paused,
+                        RunState::Exited => {
+                            r.error =
+                                Some("the capsule's init exited while the agent was away".into());
+                            State::Error
+                        }
+                    };
+                }
+                Err(e) => {
+                    r.error = Some(format!("cannot re-adopt: {e}"));
+                    r.state = State::Error;
+                }
+            }
+            if r.address.is_none() {
+                r.address = self.slots.get(id.as_str()).await.map(|s| s.capsule_addr());
+            }
+            tracing::info!(capsule = %id, state = %r.state, "re-adopted");
+            if let Err(e) = self.persist(&r) {
+                tracing::error!(capsule = %id, error = %e, "cannot persist the adopted state");
+            }
+            self.table().insert(r.id.clone(), Entry::new(r));
+        }
+        // The backend's leftovers and slots that no record owns.
+        if let Ok(ids) = self.backend.persisted().await {
+            for id in ids.into_iter().filter(|id| !known.contains(id.as_str())) {
+                tracing::warn!(capsule = %id, "removing a capsule no record owns");
+                let _ = self.backend.destroy(&id).await;
+            }
+        }
+        for info in self.slots.list().await {
+            if !self.table().contains_key(info.slot.capsule_id()) {
+                tracing::warn!(
+                    capsule = info.slot.capsule_id(),
+                    "releasing a network slot no capsule owns"
+                );
+                let _ = self.slots.release(&info.slot).await;
+            }
+        }
+        self.publish_routes();
+    }
+}

@@ -1,0 +1,714 @@
+//! The whole agent, as the control plane drives it: the real `warren-agent`
+//! binary (namespace backend, network slots, data-plane proxy) with real
+//! envd inside `tiny` capsules, called through the lifecycle RPC and envd's
+//! own protocol relayed by the proxy. Needs root, `busybox-static`, and
+//! `envd` built beside `warren-agent` (`cargo build -p envd`; `make test`
+//! builds every binary first).
+
+#![allow(clippy::unwrap_used)] // a test: failing loudly is the point
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    net::{SocketAddr, TcpListener},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, future::join_all};
+use http::{HeaderName, HeaderValue};
+use warren_proto::{
+    agent::v1::{self as pb, AgentClient},
+    connect::{Client, Code},
+    process::{ProcessClient, ProcessConfig, StartRequest, process_event},
+};
+
+const TOKEN: &str = "test-control-plane-token";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warren-agent"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A /24 pair of address blocks nobody else on this machine is using,
+/// held with an flock for the life of the test (released on crash).
+struct Block {
+    n: u8,
+    _lock: File,
+}
+
+fn block() -> Block {
+    let dir = PathBuf::from("/tmp/warren-agent-test-blocks");
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in 1..=250u8 {
+        let f = File::create(dir.join(format!("{n}.lock"))).unwrap();
+        // SAFETY: flock on a descriptor we own; non-blocking.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Block { n, _lock: f };
+        }
+    }
+    panic!("no free test address block");
+}
+
+/// One running agent with its own data dir, ports, addresses, nftables
+/// table and cgroup parent; everything removed on drop.
+struct Agent {
+    child: Option<Child>,
+    args: Vec<String>,
+    prefix: String,
+    rpc_addr: SocketAddr,
+    proxy_addr: SocketAddr,
+    data_dir: tempfile::TempDir,
+    _block: Block,
+}
+
+impl Agent {
+    fn start(extra: &[&str]) -> Agent {
+        let block = block();
+        let data_dir = tempfile::tempdir().unwrap();
+        let prefix = format!("wt{}", block.n);
+        let rpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let proxy_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        std::fs::write(data_dir.path().join("token"), TOKEN).unwrap();
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            data_dir.path().display().to_string(),
+            "--token-file".into(),
+            data_dir.path().join("token").display().to_string(),
+            "--rpc-listen".into(),
+            rpc_addr.to_string(),
+            "--proxy-listen".into(),
+            proxy_addr.to_string(),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--net-prefix".into(),
+            prefix.clone(),
+            "--nft-table".into(),
+            prefix.clone(),
+            "--capsule-net".into(),
+            format!("10.213.{}.0/24", block.n),
+            "--veth-net".into(),
+            format!("10.214.{}.0/24", block.n),
+            "--cgroup-parent".into(),
+            prefix.clone(),
+            "--slot-pool".into(),
+            "2".into(),
+            "--cores".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut agent = Agent {
+            child: None,
+            args,
+            prefix,
+            rpc_addr,
+            proxy_addr,
+            data_dir,
+            _block: block,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        self.try_spawn().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
+        if !bin_dir().join("envd").exists() {
+            return Err("envd is not built beside warren-agent: run `cargo build -p envd`".into());
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("agent.stderr"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_warren-agent"))
+            .args(&self.args)
+            .env("LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(self.rpc_addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("agent did not start:\n{}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("agent.stderr")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn rpc(&self) -> AgentClient {
+        AgentClient::new(
+            Client::builder(format!("http://{}", self.rpc_addr))
+                .header(
+                    http::header::AUTHORIZATION,
+                    HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// envd of capsule `id`, through the data plane's internal relay.
+    fn process(&self, id: &str) -> ProcessClient {
+        let h = |n: &'static str| HeaderName::from_static(n);
+        ProcessClient::new(
+            Client::builder(format!("http://{}", self.proxy_addr))
+                .header(h("e2b-sandbox-id"), HeaderValue::from_str(id).unwrap())
+                .header(h("e2b-sandbox-port"), HeaderValue::from_static("49983"))
+                .header(h("x-warren-agent-token"), HeaderValue::from_static(TOKEN))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn create(
+        &self,
+        id: &str,
+        memory_mb: u32,
+        extra: impl FnOnce(&mut pb::CreateCapsuleRequest),
+    ) -> Result<pb::CapsuleInfo, warren_proto::connect::ConnectError> {
+        let mut req = pb::CreateCapsuleRequest {
+            capsule_id: id.into(),
+            template: "tiny".into(),
+            vcpus: 1,
+            memory_mb,
+            disk_mb: 64,
+            ..Default::default()
+        };
+        extra(&mut req);
+        self.rpc()
+            .create_capsule(&req)
+            .await
+            .map(|r| r.capsule.unwrap())
+    }
+
+    /// Runs `sh -c script` in a capsule; returns (stdout, exit code).
+    async fn sh(&self, id: &str, script: &str) -> (String, i32) {
+        let req = StartRequest {
+            process: Some(ProcessConfig {
+                cmd: "/bin/sh".into(),
+                args: vec!["-c".into(), script.into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut events = self.process(id).start(&req).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(ev) = events.next().await {
+            match ev.unwrap().event.and_then(|e| e.event) {
+                Some(process_event::Event::Data(d)) => {
+                    if let Some(process_event::data_event::Output::Stdout(b)) = d.output {
+                        out.extend_from_slice(&b);
+                    }
+                }
+                Some(process_event::Event::End(end)) => {
+                    return (String::from_utf8_lossy(&out).into_owned(), end.exit_code);
+                }
+                _ => {}
+            }
+        }
+        panic!("stream ended without an end event");
+    }
+
+    async fn state(&self, id: &str) -> pb::CapsuleState {
+        let list = self
+            .rpc()
+            .list_capsules(&pb::ListCapsulesRequest {})
+            .await
+            .unwrap();
+        let c = list.capsules.iter().find(|c| c.capsule_id == id).unwrap();
+        pb::CapsuleState::try_from(c.state).unwrap()
+    }
+
+    /// Names of this agent's leftovers on the host: namespaces, links,
+    /// cgroups and nft set elements that are not the idle pool's.
+    fn leftovers(&self, ids: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            for id in ids {
+                let p = hierarchy.path().join(&self.prefix).join(id);
+                if p.exists() {
+                    found.push(format!("cgroup {}", p.display()));
+                }
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for id in ids {
+            if mounts
+                .lines()
+                .any(|l| l.contains(&format!("/capsules/{id}/")))
+            {
+                found.push(format!("mount of {id}"));
+            }
+            if self.data_dir.path().join("capsules").join(id).exists() {
+                found.push(format!("capsule dir of {id}"));
+            }
+            if self
+                .data_dir
+                .path()
+                .join("agent/capsules")
+                .join(format!("{id}.json"))
+                .exists()
+            {
+                found.push(format!("record of {id}"));
+            }
+        }
+        let loops = Command::new("losetup").arg("-a").output().unwrap();
+        let loops = String::from_utf8_lossy(&loops.stdout);
+        for id in ids {
+            if loops.contains(&format!("/capsules/{id}/")) {
+                found.push(format!("loop device of {id}"));
+            }
+        }
+        found
+    }
+
+    fn netns_count(&self) -> usize {
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&format!("{}-ns-", self.prefix)))
+            .count()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // Destroy every capsule through the agent (restarting it if a test
+        // killed it), then remove its network state and cgroup parents.
+        if self.child.is_none() && self.try_spawn().is_err() {
+            return;
+        }
+        let rpc = self.rpc();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move { rpc.terminate(&pb::TerminateRequest {}).await })
+        })
+        .join();
+        self.kill();
+        let mut purge = vec!["purge".to_string()];
+        purge.extend(self.args.iter().cloned());
+        let _ = Command::new(env!("CARGO_BIN_EXE_warren-agent"))
+            .args(&purge)
+            .stderr(Stdio::null())
+            .status();
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&self.prefix));
+            }
+        }
+    }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: the agent needs root (namespaces, cgroups, nftables)");
+            return;
+        }
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_capsules_created_concurrently_each_run_a_command() {
+    require_root!();
+    let agent = Agent::start(&[]);
+    let ids: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
+    let created = join_all(ids.iter().map(|id| agent.create(id, 64, |_| {}))).await;
+    for (id, c) in ids.iter().zip(&created) {
+        let c = c
+            .as_ref()
+            .unwrap_or_else(|e| panic!("create {id}: {e}\n{}", agent.log()));
+        assert_eq!(
+            pb::CapsuleState::try_from(c.state).unwrap(),
+            pb::CapsuleState::Running
+        );
+    }
+    let outputs = join_all(ids.iter().map(|id| agent.sh(id, "hostname; echo $((6*7))"))).await;
+    for (id, (out, code)) in ids.iter().zip(outputs) {
+        assert_eq!((out.as_str(), code), (format!("{id}\n42\n").as_str(), 0));
+    }
+    let addresses: HashSet<String> = created
+        .iter()
+        .map(|c| c.as_ref().unwrap().address.clone())
+        .collect();
+    assert_eq!(addresses.len(), 20, "every capsule has its own address");
+    let rpc = agent.rpc();
+    join_all(ids.iter().map(|id| {
+        let rpc = rpc.clone();
+        async move {
+            rpc.destroy_capsule(&pb::DestroyCapsuleRequest {
+                capsule_id: id.clone(),
+            })
+            .await
+            .unwrap()
+        }
+    }))
+    .await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(agent.leftovers(&refs), Vec::<String>::new());
+    assert!(agent.netns_count() <= 2 + 1, "only the slot pool remains");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capsules_cannot_see_or_reach_each_other_or_the_host() {
+    require_root!();
+    let agent = Agent::start(&[]);
+    let a = agent.create("iso-a", 64, |_| {}).await.unwrap();
+    let b = agent.create("iso-b", 64, |_| {}).await.unwrap();
+    // A host service on every address, on a port the capsules might try.
+    let host = TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+
+    agent
+        .sh(
+            "iso-a",
+            "echo secret > /tmp/only-a; sleep 300 >/dev/null 2>&1 &",
+        )
+        .await;
+    let (ps, _) = agent.sh("iso-b", "ps; ls /tmp").await;
+    assert!(!ps.contains("sleep 300") && !ps.contains("only-a"), "{ps}");
+    let (ps, _) = agent.sh("iso-a", "ps").await;
+    assert!(ps.contains("sleep 300"), "{ps}");
+
+    // B cannot reach A's envd; nobody reaches the host.
+    let (_, code) = agent
+        .sh("iso-b", &format!("nc -w 2 {} 49983 </dev/null", a.address))
+        .await;
+    assert_ne!(code, 0, "capsule B reached capsule A");
+    let veth_gw = "$(ip route | awk '/default/ {print $3}')";
+    let (_, code) = agent
+        .sh(
+            "iso-b",
+            &format!("nc -w 2 {veth_gw} {host_port} </dev/null"),
+        )
+        .await;
+    assert_ne!(code, 0, "capsule B reached a host service");
+    let (_, code) = agent
+        .sh("iso-a", "nc -w 2 169.254.169.254 80 </dev/null")
+        .await;
+    assert_ne!(code, 0, "capsule A reached link-local metadata");
+    // The host reaches both (the agent's own path into capsules).
+    let (out, code) = agent.sh("iso-b", "echo ok").await;
+    assert_eq!((out.as_str(), code), ("ok\n", 0));
+    drop(host);
+    let _ = b;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_limit_is_enforced_and_the_oom_is_reported() {
+    require_root!();
+    let agent = Agent::start(&[]);
+    agent.create("oom", 32, |_| {}).await.unwrap();
+    let (_, code) = agent
+        .sh(
+            "oom",
+            "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
+        )
+        .await;
+    assert_ne!(code, 0, "a 100 MB string fit in a 32 MB capsule");
+    let metrics = agent
+        .rpc()
+        .get_metrics(&pb::GetMetricsRequest {
+            capsule_id: "oom".into(),
+        })
+        .await
+        .unwrap();
+    assert!(metrics.metrics[0].oom_kills >= 1, "{metrics:?}");
+    assert!(metrics.metrics[0].memory_limit_bytes <= 32 << 20);
+    // envd survived its capsule's OOM and still answers.
+    assert_eq!(agent.sh("oom", "echo alive").await, ("alive\n".into(), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_stops_progress_and_resume_continues_it() {
+    require_root!();
+    let agent = Agent::start(&[]);
+    agent.create("pz", 64, |_| {}).await.unwrap();
+    let req = StartRequest {
+        process: Some(ProcessConfig {
+            cmd: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done".into(),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut events = agent.process("pz").start(&req).await.unwrap();
+    let last_number = |buf: &str| {
+        buf.lines()
+            .rev()
+            .find_map(|l| l.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut buf = String::new();
+    let mut read_for = async |d: Duration, buf: &mut String| {
+        let until = tokio::time::Instant::now() + d;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(until, events.next()).await {
+            if let Some(process_event::Event::Data(d)) = ev.unwrap().event.and_then(|e| e.event) {
+                if let Some(process_event::data_event::Output::Stdout(b)) = d.output {
+                    buf.push_str(&String::from_utf8_lossy(&b));
+                }
+            }
+        }
+    };
+    read_for(Duration::from_millis(500), &mut buf).await;
+    let before = last_number(&buf);
+    assert!(before > 0);
+    agent
+        .rpc()
+        .pause_capsule(&pb::PauseCapsuleRequest {
+            capsule_id: "pz".into(),
+        })
+        .await
+        .unwrap();
+    read_for(Duration::from_millis(300), &mut buf).await; // what was in flight
+    let at_pause = last_number(&buf);
+    read_for(Duration::from_secs(1), &mut buf).await;
+    assert_eq!(
+        last_number(&buf),
+        at_pause,
+        "the loop progressed while paused"
+    );
+    assert_eq!(agent.state("pz").await, pb::CapsuleState::Paused);
+
+    let err = agent
+        .rpc()
+        .pause_capsule(&pb::PauseCapsuleRequest {
+            capsule_id: "pz".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition);
+
+    agent
+        .rpc()
+        .resume_capsule(&pb::ResumeCapsuleRequest {
+            capsule_id: "pz".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    read_for(Duration::from_millis(700), &mut buf).await;
+    assert!(
+        last_number(&buf) > at_pause + 3,
+        "the loop did not continue after resume"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_killed_with_sigkill_readopts_its_capsules() {
+    require_root!();
+    let mut agent = Agent::start(&[]);
+    agent.create("keep-running", 64, |_| {}).await.unwrap();
+    agent.create("keep-paused", 64, |_| {}).await.unwrap();
+    agent.sh("keep-running", "echo before > /tmp/mark").await;
+    agent
+        .rpc()
+        .pause_capsule(&pb::PauseCapsuleRequest {
+            capsule_id: "keep-paused".into(),
+        })
+        .await
+        .unwrap();
+
+    agent.kill();
+    agent.spawn();
+
+    assert_eq!(agent.state("keep-running").await, pb::CapsuleState::Running);
+    assert_eq!(agent.state("keep-paused").await, pb::CapsuleState::Paused);
+    assert_eq!(
+        agent.sh("keep-running", "cat /tmp/mark").await,
+        ("before\n".into(), 0)
+    );
+    agent
+        .rpc()
+        .resume_capsule(&pb::ResumeCapsuleRequest {
+            capsule_id: "keep-paused".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.sh("keep-paused", "echo back").await,
+        ("back\n".into(), 0)
+    );
+    for id in ["keep-running", "keep-paused"] {
+        agent
+            .rpc()
+            .destroy_capsule(&pb::DestroyCapsuleRequest {
+                capsule_id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        agent.leftovers(&["keep-running", "keep-paused"]),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_typed_errors_and_leave_nothing() {
+    require_root!();
+    let agent = Agent::start(&[]);
+    let code =
+        |r: Result<pb::CapsuleInfo, warren_proto::connect::ConnectError>| r.unwrap_err().code;
+    assert_eq!(
+        code(
+            agent
+                .create("bad1", 64, |r| r.template = "no-such-template".into())
+                .await
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(agent.create("bad2", 0, |_| {}).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(agent.create("bad3", 64, |r| r.vcpus = 0).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(agent.create("../etc", 64, |_| {}).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(agent.create("bad4", 64, |r| r.memory_mb = u32::MAX).await),
+        Code::InvalidArgument
+    );
+    agent.create("dup", 64, |_| {}).await.unwrap();
+    assert_eq!(
+        code(agent.create("dup", 64, |_| {}).await),
+        Code::AlreadyExists
+    );
+    let rpc = agent.rpc();
+    let err = rpc
+        .destroy_capsule(&pb::DestroyCapsuleRequest {
+            capsule_id: "ghost".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::NotFound);
+    let err = rpc
+        .resume_capsule(&pb::ResumeCapsuleRequest {
+            capsule_id: "dup".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition);
+    let wrong = AgentClient::new(
+        Client::builder(format!("http://{}", agent.rpc_addr))
+            .build()
+            .unwrap(),
+    );
+    let err = wrong
+        .list_capsules(&pb::ListCapsulesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Unauthenticated);
+    let list = rpc
+        .list_capsules(&pb::ListCapsulesRequest {})
+        .await
+        .unwrap();
+    assert_eq!(
+        list.capsules
+            .iter()
+            .map(|c| c.capsule_id.as_str())
+            .collect::<Vec<_>>(),
+        ["dup"]
+    );
+    assert_eq!(
+        agent.leftovers(&["bad1", "bad2", "bad3", "bad4"]),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_capsules_are_paused_and_proxied_traffic_counts_as_activity() {
+    require_root!();
+    let agent = Agent::start(&["--reap-interval", "0.2"]);
+    agent
+        .create("idle", 64, |r| r.timeout_sec = 2)
+        .await
+        .unwrap();
+    agent
+        .create("busy", 64, |r| r.timeout_sec = 2)
+        .await
+        .unwrap();
+    let http = reqwest_lite(agent.proxy_addr);
+    let started = Instant::now();
+    let mut paused_ids = Vec::new();
+    while started.elapsed() < Duration::from_secs(6) {
+        http("busy").await; // user traffic through the proxy
+        let list = agent
+            .rpc()
+            .list_capsules(&pb::ListCapsulesRequest {})
+            .await
+            .unwrap();
+        paused_ids.extend(list.auto_paused_ids);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(agent.state("idle").await, pb::CapsuleState::Paused);
+    assert_eq!(agent.state("busy").await, pb::CapsuleState::Running);
+    assert_eq!(paused_ids, ["idle"]);
+}
+
+/// GET envd's /health of a capsule through the public side of the proxy.
+fn reqwest_lite(
+    proxy: SocketAddr,
+) -> impl Fn(&'static str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    move |id| {
+        Box::pin(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            let req = format!(
+                "GET /health HTTP/1.1\r\nhost: x\r\nE2b-Sandbox-Id: {id}\r\nE2b-Sandbox-Port: 49983\r\nconnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            assert!(
+                out.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        })
+    }
+}
