@@ -102,6 +102,7 @@ JSON
 
 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.error.log" & PIDS+=($!)
 nginx -c "$WORK/proxy.conf" -e "$WORK/proxy.error.log" & PIDS+=($!)
+NGINX_MASTER=$!
 LOG_LEVEL=warn "$AGENT" proxy --routes "$WORK/routes.json" --listen "127.0.0.1:$WRN" --admin "127.0.0.1:$ADMIN" --cores "$CORES" & PIDS+=($!)
 WARREN_PID=$!
 
@@ -111,7 +112,7 @@ wait_port "$UP"; wait_port "$NGX"; wait_port "$WRN"
 ROUTE_HEADERS=(-H "E2b-Sandbox-Id: bench" -H "E2b-Sandbox-Port: $UP")
 url() { echo "http://127.0.0.1:$1/$2"; }
 
-# wrk output → "requests/s p50_ms p99_ms MB/s"
+# wrk output → "requests/s p50_ms p99_ms MB/s requests"
 run_wrk() {
     local conns=$1; shift
     local out
@@ -128,23 +129,32 @@ m = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", out)
 scale = {"B": 1/2**20, "KB": 1/2**10, "MB": 1, "GB": 2**10}[m.group(2)]
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 if errors: sys.exit(f"wrk saw errors:\n{out}")
-print(f"{rps:.0f} {ms('50%'):.3f} {ms('99%'):.3f} {float(m.group(1)) * scale * 1.048576:.0f}")
+total = int(re.search(r"(\d+) requests in", out).group(1))
+print(f"{rps:.0f} {ms('50%'):.3f} {ms('99%'):.3f} {float(m.group(1)) * scale * 1.048576:.0f} {total}")
 PY
 }
+
+# CPU time (user + system, clock ticks) of a set of processes.
+cpu_ticks() { local total=0; for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$total"; }
+NGINX_PIDS=("$NGINX_MASTER" $(pgrep -P "$NGINX_MASTER" | tr '\n' ' '))
+TICK=$(getconf CLK_TCK)
 
 declare -A R
 for target in direct nginx warren; do
     case $target in
-        direct) port=$UP; extra=() ;;
-        nginx) port=$NGX; extra=() ;;
-        warren) port=$WRN; extra=("${ROUTE_HEADERS[@]}") ;;
+        direct) port=$UP; extra=(); pids=() ;;
+        nginx) port=$NGX; extra=(); pids=("${NGINX_PIDS[@]}") ;;
+        warren) port=$WRN; extra=("${ROUTE_HEADERS[@]}"); pids=("$WARREN_PID") ;;
     esac
     echo "small responses via $target…" >&2
     wrk -t1 -c"$CONNS" -d2s "${extra[@]}" "$(url "$port" small.txt)" >/dev/null  # warm-up
-    read -r rps p50 p99 _ < <(run_wrk "$CONNS" "${extra[@]}" "$(url "$port" small.txt)")
+    before=$(cpu_ticks "${pids[@]}")
+    read -r rps p50 p99 _ total < <(run_wrk "$CONNS" "${extra[@]}" "$(url "$port" small.txt)")
+    after=$(cpu_ticks "${pids[@]}")
     R[$target.rps]=$rps; R[$target.p50]=$p50; R[$target.p99]=$p99
+    R[$target.cpu]=$(python3 -c "print(f'{($after - $before) * 1e6 / $TICK / $total:.1f}')")
     echo "100 MiB bodies via $target…" >&2
-    read -r _ _ _ mbs < <(run_wrk 4 "${extra[@]}" "$(url "$port" big.bin)")
+    read -r _ _ _ mbs _ < <(run_wrk 4 "${extra[@]}" "$(url "$port" big.bin)")
     R[$target.mbs]=$mbs
 done
 
@@ -180,7 +190,6 @@ PY
     echo $(( (after - before) * 1024 / IDLE ))
 }
 echo "idle connections ($IDLE each)…" >&2
-NGINX_PIDS=($(pgrep -f "nginx.*$WORK/proxy.conf" | tr '\n' ' '))
 R[nginx.idle]=$(idle_bytes "$NGX" "${NGINX_PIDS[@]}")
 R[warren.idle]=$(idle_bytes "$WRN" "$WARREN_PID")
 
@@ -191,5 +200,6 @@ printf '%-28s %12s %12s %12s %14s %15s\n' "metric" "direct" "nginx" "warren" "wa
 printf '%-28s %12s %12s %12s %14s %15s\n' "small: requests/s (higher)" "${R[direct.rps]}" "${R[nginx.rps]}" "${R[warren.rps]}" "$(ratio "${R[warren.rps]}" "${R[nginx.rps]}")" "$(ratio "${R[warren.rps]}" "${R[direct.rps]}")"
 printf '%-28s %12s %12s %12s %14s %15s\n' "small: p50 ms (lower)" "${R[direct.p50]}" "${R[nginx.p50]}" "${R[warren.p50]}" "$(ratio "${R[warren.p50]}" "${R[nginx.p50]}")" "$(ratio "${R[warren.p50]}" "${R[direct.p50]}")"
 printf '%-28s %12s %12s %12s %14s %15s\n' "small: p99 ms (lower)" "${R[direct.p99]}" "${R[nginx.p99]}" "${R[warren.p99]}" "$(ratio "${R[warren.p99]}" "${R[nginx.p99]}")" "$(ratio "${R[warren.p99]}" "${R[direct.p99]}")"
+printf '%-28s %12s %12s %12s %14s %15s\n' "small: proxy CPU us/request" "-" "${R[nginx.cpu]}" "${R[warren.cpu]}" "$(ratio "${R[warren.cpu]}" "${R[nginx.cpu]}")" "-"
 printf '%-28s %12s %12s %12s %14s %15s\n' "100 MiB: MB/s (higher)" "${R[direct.mbs]}" "${R[nginx.mbs]}" "${R[warren.mbs]}" "$(ratio "${R[warren.mbs]}" "${R[nginx.mbs]}")" "$(ratio "${R[warren.mbs]}" "${R[direct.mbs]}")"
 printf '%-28s %12s %12s %12s %14s %15s\n' "idle conn: bytes (lower)" "-" "${R[nginx.idle]}" "${R[warren.idle]}" "$(ratio "${R[warren.idle]}" "${R[nginx.idle]}")" "-"
