@@ -4,5 +4,10 @@
 //! data plane that relays user traffic and envd calls into capsules.
 //! See DESIGN.md ("The data plane").
 
+pub mod backend;
+pub mod cgroup;
+pub mod cow_disk;
+pub mod netslot;
 pub mod proxy;
 pub mod runtime;
+pub mod template;
