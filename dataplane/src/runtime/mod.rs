@@ -2,11 +2,12 @@
 //!
 //! Everything the proxy needs from a runtime goes through here: starting one
 //! single-threaded runtime per core, spawning local tasks, timers, and waiting
-//! for a socket to become readable or writable (an io_uring `POLL_ADD`).
-//! Bytes then move with direct non-blocking syscalls (`recv`, `send`,
-//! `splice`), so an idle connection holds no buffer and no pipe, and a
-//! splice never parks an io-wq kernel thread. Swapping compio for another
-//! runtime means rewriting this module only.
+//! for a socket to become readable or writable (an io_uring `POLL_ADD`), and
+//! io_uring sends of owned buffers. Reads and splices are direct non-blocking
+//! syscalls issued once the ring reports readiness, so an idle connection
+//! holds no buffer and no pipe, and a splice never parks an io-wq kernel
+//! thread. Swapping compio for another runtime means rewriting this module
+//! only.
 
 mod net;
 mod pipe;
