@@ -186,15 +186,9 @@ impl Flow<'_> {
         }
     }
 
-    /// Sends and empties `out` (through the ring: `out` is handed over).
-    pub async fn flush(&self, to: &Socket, out: &mut Vec<u8>) -> io::Result<()> {
-        if out.is_empty() {
-            return Ok(());
-        }
-        self.account(out.len()).await;
-        let (result, mut buf) = to.send_owned(std::mem::take(out)).await;
-        buf.clear();
-        *out = buf;
+    async fn flush(&self, to: &Socket, out: &mut Vec<u8>) -> io::Result<()> {
+        let result = self.send(to, out).await;
+        out.clear();
         result
     }
 

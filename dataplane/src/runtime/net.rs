@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
-use compio::buf::{IntoInner, IoBuf};
-use compio::driver::op::{Send, SendFlags};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown};
 use socket2::{Domain, Protocol, SockAddr, Type};
@@ -151,24 +149,6 @@ impl Socket {
             }
         }
         Ok(())
-    }
-
-    /// Sends all of `buf` as io_uring submissions, batched with the core's
-    /// other I/O (no syscall of its own); hands the buffer back for reuse.
-    pub async fn send_owned(&self, mut buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let mut sent = 0;
-        while sent < buf.len() {
-            let op = Send::new(Rc::clone(&self.fd), buf.slice(sent..), SendFlags::NOSIGNAL);
-            let compio::BufResult(result, op) = compio::runtime::submit(op).await;
-            buf = op.into_inner().into_inner();
-            match result {
-                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => sent += n,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return (Err(error), buf),
-            }
-        }
-        (Ok(()), buf)
     }
 
     /// Sends our FIN (half-close): the peer reads end of stream, we can still read.
