@@ -12,9 +12,7 @@ use super::head::Framing;
 use super::ratelimit::Resource;
 use super::table::Limits;
 use super::tracking::CapsuleStats;
-use futures_util::future::{Either, select};
-
-use crate::runtime::{self, Pipe, PipePool, Socket, writable};
+use crate::runtime::{self, PipePool, Socket};
 
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_LINE: usize = 4096;
@@ -76,90 +74,32 @@ impl Flow<'_> {
         to.send_all(bytes).await
     }
 
-    /// Splices from `from` to `to` until end of stream or `limit` bytes,
-    /// returning how many moved. Reading and writing overlap: the pipe keeps
-    /// filling while `to` is busy and draining while `from` is quiet, and the
-    /// task waits only when neither side can move. The pipe is held only
-    /// while it holds bytes. With `ops_per_read`, each read costs one op.
-    async fn splice_stream(
-        &self,
-        from: &Socket,
-        to: &Socket,
-        limit: Option<u64>,
-        ops_per_read: bool,
-    ) -> io::Result<u64> {
-        // Chunks no larger than the bucket keep a limited rate smooth.
-        let chunk = match self.limits.bandwidth {
-            Some(bucket) if bucket.size > 0 => usize::try_from(bucket.size).unwrap_or(usize::MAX),
-            _ => usize::MAX,
+    /// Splices up to `max` bytes from `from` to `to`; `0` at end of stream.
+    pub async fn splice_some(&self, from: &Socket, to: &Socket, max: usize) -> io::Result<usize> {
+        let max = match self.limits.bandwidth {
+            // Chunks no larger than the bucket keep the rate smooth.
+            Some(bucket) if bucket.size > 0 => {
+                max.min(usize::try_from(bucket.size).unwrap_or(usize::MAX))
+            }
+            _ => max,
         };
-        let mut moved = 0u64;
-        let mut held = 0usize;
-        let mut eof = false;
-        let mut pipe: Option<Pipe> = None;
         loop {
-            let wanted = limit.map_or(u64::MAX, |l| l - moved - held as u64);
-            let mut progressed = false;
-            if !eof && wanted > 0 {
-                let p = match pipe.take() {
-                    Some(p) => p,
-                    None => self.pipes.take()?,
-                };
-                let room = (p.capacity() - held)
-                    .min(chunk)
-                    .min(usize::try_from(wanted).unwrap_or(usize::MAX));
-                if room > 0 {
-                    match p.fill_from(from, room)? {
-                        None => {}
-                        Some(0) => eof = true,
-                        Some(n) => {
-                            if ops_per_read && self.limits.ops.is_some() {
-                                self.stats
-                                    .limiter
-                                    .acquire(self.limits, Resource::Ops, 1)
-                                    .await;
-                            }
-                            self.account(n).await;
-                            held += n;
-                            progressed = true;
-                        }
-                    }
+            let pipe = self.pipes.take()?;
+            match pipe.fill_from(from, max)? {
+                None => {
+                    self.pipes.put(pipe);
+                    self.wait_readable(from).await?;
                 }
-                pipe = Some(p);
-            }
-            if let Some(p) = &pipe
-                && held > 0
-            {
-                let n = p.try_drain_to(to, held)?;
-                held -= n;
-                moved += n as u64;
-                progressed |= n > 0;
-            }
-            if held == 0 {
-                // Empty: back to the pool, so a quiet stream holds no pipe.
-                if let Some(p) = pipe.take() {
-                    self.pipes.put(p);
+                Some(0) => {
+                    self.pipes.put(pipe);
+                    return Ok(0);
                 }
-                if eof || limit.is_some_and(|l| moved == l) {
-                    return Ok(moved);
-                }
-            }
-            if progressed {
-                continue;
-            }
-            let can_fill = !eof
-                && held < chunk
-                && limit.is_none_or(|l| moved + (held as u64) < l)
-                && pipe.as_ref().is_none_or(|p| held < p.capacity());
-            match (held > 0, can_fill) {
-                (false, _) => self.wait_readable(from).await?,
-                (true, false) => writable(to.fd()).await?,
-                (true, true) => {
-                    let readable = std::pin::pin!(self.wait_readable(from));
-                    let writable = std::pin::pin!(writable(to.fd()));
-                    match select(readable, writable).await {
-                        Either::Left((result, _)) | Either::Right((result, _)) => result?,
-                    }
+                Some(n) => {
+                    self.account(n).await;
+                    // On error the pipe may hold bytes: it is dropped, not pooled.
+                    pipe.drain_to(to, n).await?;
+                    self.pipes.put(pipe);
+                    return Ok(n);
                 }
             }
         }
@@ -180,8 +120,14 @@ impl Flow<'_> {
         self.send(to, &buf.data()[..buffered]).await?;
         buf.consume(buffered);
         len -= buffered as u64;
-        if len > 0 && self.splice_stream(from, to, Some(len), false).await? < len {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        while len > 0 {
+            let n = self
+                .splice_some(from, to, usize::try_from(len).unwrap_or(usize::MAX))
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            len -= n as u64;
         }
         Ok(())
     }
@@ -234,7 +180,8 @@ impl Flow<'_> {
                 let n = buf.data().len();
                 buf.consume(n);
                 self.flush(to, out).await?;
-                self.splice_stream(from, to, None, false).await.map(drop)
+                while self.splice_some(from, to, usize::MAX).await? > 0 {}
+                Ok(())
             }
         }
     }
@@ -323,9 +270,18 @@ fn parse_hex(digits: &[u8]) -> Option<u64> {
 /// Pumps one direction of an upgraded connection until end of stream, then
 /// half-closes the other side; one op per read when the capsule has limits.
 pub async fn pump(flow: &Flow<'_>, from: &Socket, to: &Socket) -> io::Result<()> {
-    flow.splice_stream(from, to, None, true).await?;
-    to.shutdown_write();
-    Ok(())
+    loop {
+        if flow.limits.ops.is_some() {
+            flow.stats
+                .limiter
+                .acquire(flow.limits, Resource::Ops, 1)
+                .await;
+        }
+        if flow.splice_some(from, to, usize::MAX).await? == 0 {
+            to.shutdown_write();
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

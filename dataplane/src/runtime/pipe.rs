@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 
-use super::Socket;
+use super::{Socket, writable};
 
 /// Pipe buffer size asked for (the default 64 KiB means more syscalls per MiB);
 /// the kernel may cap it (`/proc/sys/fs/pipe-max-size`), in which case the
@@ -68,19 +68,19 @@ impl Pipe {
         }
     }
 
-    /// Moves up to `max` bytes from the pipe to `to` without waiting; `0`
-    /// when `to` has no room now.
-    pub fn try_drain_to(&self, to: &Socket, max: usize) -> io::Result<usize> {
+    /// Moves exactly `len` bytes from the pipe to `to`, waiting for room as needed.
+    pub async fn drain_to(&self, to: &Socket, mut len: usize) -> io::Result<()> {
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-        loop {
-            match splice(&self.read, None, to.fd().as_ref(), None, max, flags) {
+        while len > 0 {
+            match splice(&self.read, None, to.fd().as_ref(), None, len, flags) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => return Ok(n),
-                Err(Errno::EAGAIN) => return Ok(0),
+                Ok(n) => len -= n,
+                Err(Errno::EAGAIN) => writable(to.fd()).await?,
                 Err(Errno::EINTR) => {}
                 Err(errno) => return Err(errno.into()),
             }
         }
+        Ok(())
     }
 }
 
