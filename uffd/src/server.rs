@@ -188,7 +188,7 @@ impl PageServer {
         compio::runtime::spawn(async move {
             let socket = config.socket.clone();
             let (end, working_set) = run(listener, config, &task_shared).await;
-            // The socket path is only for the handshake; never leave it behind.
+            // Never leave the socket path behind (stopped while listening).
             let _ = std::fs::remove_file(&socket);
             let outcome = Outcome { end, stats: task_shared.counters.snapshot(), working_set };
             tracing::info!(socket = %socket.display(), end = ?outcome.end, faults = outcome.stats.faults, "page server finished");
@@ -225,7 +225,15 @@ impl PageServer {
     /// userfaultfd, and its guest would wait forever on the next fault.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared.stop_waker.wake();
+        if std::thread::panicking() {
+            // compio's executor aborts the process when a task is woken from a
+            // thread that is unwinding (e.g. a Drop calling stop during a
+            // panic): wake it from a fresh thread instead.
+            let shared = self.shared.clone();
+            std::thread::spawn(move || shared.stop_waker.wake());
+        } else {
+            self.shared.stop_waker.wake();
+        }
     }
 
     /// Completes when the server has finished, with why and its final counters.
@@ -287,7 +295,9 @@ async fn run(
     let Some(accepted) = unless_stopped(shared, accept_vm(&listener, &config, shared)).await else {
         return (End::Stopped, None);
     };
+    // The socket path is only for the handshake: nobody else may connect now.
     drop(listener);
+    let _ = std::fs::remove_file(&config.socket);
     let (sock, regions, uffd) = match accepted {
         Ok(c) => c,
         Err(e) => {
