@@ -20,6 +20,7 @@ use crate::event::Event;
 use crate::handshake::{PageSize, Region};
 use crate::layout::{Layout, Mapping};
 use crate::memory::{BLOCK, Snapshot, Source};
+use crate::prefetch::Plan;
 use crate::stats::Counters;
 use crate::sys::{self, MSG_SIZE};
 use crate::working_set::{BlockSet, Recorder, WorkingSet};
@@ -29,8 +30,6 @@ const READ_BATCH: usize = 64;
 /// Forked children served at once; later forks get their fd closed (their
 /// memory then behaves as plain anonymous memory).
 const MAX_FORKS: usize = 16;
-/// Blocks prefetched per step (1 MiB): bounds how long a fault can wait behind it.
-const PREFETCH_CHUNK: usize = 256;
 const HUGE: u64 = PageSize::Huge2M.bytes();
 
 /// What the engine needs to know besides the handshake.
@@ -114,12 +113,6 @@ impl Scratch {
     }
 }
 
-struct Prefetch {
-    set: Arc<WorkingSet>,
-    members: BlockSet,
-    next: usize,
-}
-
 /// The serving state of one VM.
 pub struct Engine {
     snapshot: Arc<Snapshot>,
@@ -127,7 +120,7 @@ pub struct Engine {
     fault_around: u64,
     uffds: Vec<Uffd>,
     next_id: u64,
-    prefetch: Option<Prefetch>,
+    prefetch: Option<Plan>,
     recorder: Option<(Recorder, Option<Instant>, Duration)>,
     scratch: Scratch,
     msgs: Vec<u8>,
@@ -142,19 +135,9 @@ impl Engine {
         counters: Arc<Counters>,
     ) -> Self {
         let blocks = snapshot.blocks();
-        let prefetch = options.prefetch.map(|set| {
-            let mut members = BlockSet::new(blocks);
-            for &b in set.blocks() {
-                members.insert(b as usize);
-            }
-            Prefetch {
-                set,
-                members,
-                next: 0,
-            }
-        });
+        let prefetch = options.prefetch.as_ref().map(|set| Plan::new(set, blocks));
         let recorder = options.record.map(|window| {
-            let previous = prefetch.as_ref().map(|p| p.set.as_ref());
+            let previous = options.prefetch.as_deref();
             (
                 Recorder::new(snapshot.len(), blocks, previous),
                 None,
@@ -190,7 +173,7 @@ impl Engine {
 
     /// Whether prefetch work remains.
     pub fn prefetching(&self) -> bool {
-        self.prefetch.as_ref().is_some_and(|p| p.next < p.set.len())
+        self.prefetch.as_ref().is_some_and(|p| !p.done())
     }
 
     /// The working set recorded so far (the previous one plus new first touches).
@@ -333,10 +316,7 @@ impl Engine {
         let end = (page & !(window - 1))
             .saturating_add(window)
             .min(m.offset + m.len);
-        let pages = self.fill(i, &m, start, end, Some(page))?;
-        // Everything but the faulting page itself was fault-around.
-        Counters::add(&self.counters.fault_around_pages, pages.saturating_sub(1));
-        Ok(())
+        self.fill(i, &m, start, end, Some(page))
     }
 
     /// A fault outside every known region (e.g. a range that grew by mremap):
@@ -362,7 +342,7 @@ impl Engine {
     fn note_demand(&mut self, page: u64) {
         let block = page / BLOCK;
         if let Some(p) = &self.prefetch {
-            let counter = if p.members.contains(block as usize) {
+            let counter = if p.contains(block) {
                 &self.counters.prefetch_late
             } else {
                 &self.counters.prefetch_unpredicted
@@ -377,46 +357,41 @@ impl Engine {
         }
     }
 
-    /// Runs one bounded prefetch step (the next chunk of the working set, in
-    /// large contiguous copies). Call [`Engine::service`] between steps.
+    /// Copies the next piece of the working set (at most 256 KiB, contiguous).
+    /// Call [`Engine::service`] between steps: that is what lets faults in.
     pub fn prefetch_step(&mut self) -> Result<(), EngineError> {
-        let Some(p) = &self.prefetch else {
+        let Some(plan) = &mut self.prefetch else {
             return Ok(());
         };
-        let chunk_end = (p.next + PREFETCH_CHUNK).min(p.set.len());
-        let runs = runs_of(&p.set.blocks()[p.next..chunk_end]);
-        // Start reading the next chunk from disk while this one is copied.
-        let ahead_end = (chunk_end + PREFETCH_CHUNK).min(p.set.len());
-        for (first, last) in runs_of(&p.set.blocks()[chunk_end..ahead_end]) {
-            self.snapshot
-                .will_need(first * BLOCK, (last - first) * BLOCK);
-        }
-        let mappings = self.uffds[0].layout.mappings().to_vec();
-        for (first, last) in runs {
-            let (start, end) = (first * BLOCK, last * BLOCK);
-            for m in &mappings {
-                let ps = m.page_size.bytes();
-                let s = (start & !(ps - 1)).max(m.offset);
-                let e = end.div_ceil(ps).saturating_mul(ps).min(m.offset + m.len);
-                if s < e {
-                    match self.fill(0, m, s, e, None) {
-                        Ok(pages) => Counters::add(&self.counters.prefetch_pages, pages),
-                        // Retried on the next step: filled pages are skipped.
-                        Err(Stop::Again) => return Ok(()),
-                        Err(Stop::Gone) => return Err(EngineError::Gone),
-                    }
-                }
+        let at_extent_start = plan.upcoming();
+        let Some((first, last)) = plan.next_piece() else {
+            return Ok(());
+        };
+        if plan.upcoming() != at_extent_start {
+            // A new extent began: start reading the one after it from disk.
+            if let Some((a, b)) = plan.upcoming() {
+                self.snapshot.will_need(a * BLOCK, (b - a) * BLOCK);
             }
         }
-        if let Some(p) = &mut self.prefetch {
-            p.next = chunk_end;
+        let (start, end) = (first * BLOCK, last * BLOCK);
+        let pieces = self.uffds[0].layout.mappings().iter().filter_map(|m| {
+            let ps = m.page_size.bytes();
+            let s = (start & !(ps - 1)).max(m.offset);
+            let e = end.div_ceil(ps).saturating_mul(ps).min(m.offset + m.len);
+            (s < e).then_some((*m, s, e))
+        });
+        for (m, s, e) in pieces.collect::<Vec<_>>() {
+            match self.fill(0, &m, s, e, None) {
+                // Pages an event made us skip are demand-faulted later.
+                Ok(()) | Err(Stop::Again) => {}
+                Err(Stop::Gone) => return Err(EngineError::Gone),
+            }
         }
         Ok(())
     }
 
     /// Fills the pages of `m` in file range `[start, end)` (page-aligned) that are
     /// missing, in runs of one content each; the run holding `demand` goes first.
-    /// Returns the number of pages put in place.
     fn fill(
         &mut self,
         i: usize,
@@ -424,7 +399,7 @@ impl Engine {
         start: u64,
         end: u64,
         demand: Option<u64>,
-    ) -> Result<u64, Stop> {
+    ) -> Result<(), Stop> {
         let ps = m.page_size.bytes();
         let mut runs: Vec<(u64, u64, Content)> = Vec::new();
         let mut off = start;
@@ -456,15 +431,15 @@ impl Engine {
                 runs[..=pos].rotate_right(1);
             }
         }
-        let mut pages = 0;
         for (s, e, content) in runs {
-            pages += self.install(i, m, s, e, content, demand)?;
+            self.install(i, m, s, e, content, demand)?;
         }
-        Ok(pages)
+        Ok(())
     }
 
     /// Puts `[start, end)` of `m` in place with as few ioctls as possible.
-    /// Returns the number of pages put in place.
+    /// Pages besides the `demand` one count as fault-around, or as prefetch
+    /// when there is no demand.
     fn install(
         &mut self,
         i: usize,
@@ -473,10 +448,9 @@ impl Engine {
         end: u64,
         content: Content,
         demand: Option<u64>,
-    ) -> Result<u64, Stop> {
+    ) -> Result<(), Stop> {
         let ps = m.page_size.bytes();
         let mut off = start;
-        let mut pages = 0;
         while off < end {
             let dst = m.addr_of(off);
             let fd = self.uffds[i].fd.as_fd();
@@ -499,13 +473,20 @@ impl Engine {
             match result {
                 Ok(n) if n > 0 && n % ps == 0 => {
                     self.mark_present(i, off, n);
-                    pages += n / ps;
+                    let pages = n / ps;
                     let c = &self.counters;
                     if content == Content::Zero {
-                        Counters::add(&c.pages_zeroed, n / ps);
+                        Counters::add(&c.pages_zeroed, pages);
                     } else {
-                        Counters::add(&c.pages_copied, n / ps);
+                        Counters::add(&c.pages_copied, pages);
                         Counters::add(&c.bytes_copied, n);
+                    }
+                    match demand {
+                        Some(d) => {
+                            let faulting = u64::from((off..off + n).contains(&d));
+                            Counters::add(&c.fault_around_pages, pages - faulting);
+                        }
+                        None => Counters::add(&c.prefetch_pages, pages),
                     }
                     off += n;
                 }
@@ -530,11 +511,11 @@ impl Engine {
                     if let Some(d) = demand.filter(|&d| (start..end).contains(&d)) {
                         let _ = sys::wake(fd, m.addr_of(d), ps);
                     }
-                    return Ok(pages);
+                    return Ok(());
                 }
             }
         }
-        Ok(pages)
+        Ok(())
     }
 
     fn mark_present(&mut self, i: usize, offset: u64, len: u64) {
@@ -566,33 +547,4 @@ fn blocks_of(offset: u64, len: u64) -> (usize, usize) {
         (offset / BLOCK) as usize,
         (offset + len).div_ceil(BLOCK) as usize,
     )
-}
-
-/// Sorted, merged `[first, last)` block runs of a list of blocks.
-fn runs_of(blocks: &[u32]) -> Vec<(u64, u64)> {
-    let mut sorted: Vec<u64> = blocks.iter().map(|&b| u64::from(b)).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for b in sorted {
-        match runs.last_mut() {
-            Some((_, last)) if *last == b => *last += 1,
-            _ => runs.push((b, b + 1)),
-        }
-    }
-    runs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_merge_sorted_blocks() {
-        assert_eq!(
-            runs_of(&[9, 3, 4, 10, 3, 20]),
-            vec![(3, 5), (9, 11), (20, 21)]
-        );
-        assert!(runs_of(&[]).is_empty());
-    }
 }

@@ -16,12 +16,14 @@
 //! - [`layout`]: memory-file offsets <-> the faulting process's addresses.
 //! - [`event`]: decoding of userfaultfd messages.
 //! - `engine`: the runtime-free serving core (faults, events, fault-around, prefetch).
+//! - `prefetch`: which part of a working set to copy next (2 MiB extents by first touch).
 //! - [`server`]: the compio task, the socket, and the agent-facing handle.
 //! - [`working_set`]: working-set recording and its file format.
 //! - [`stats`]: per-VM counters and the fault latency histogram.
 //! - [`guest`]: Firecracker's side of the handshake, for tests, benches and
 //!   `warren-uffd guest`.
-//! - `sys`: the userfaultfd ioctls; the crate's only `unsafe` besides `mmap`.
+//! - [`sys`]: safe wrappers of the userfaultfd ioctls; the only `unsafe` besides
+//!   `mmap` and the guest stand-in.
 
 mod engine;
 pub mod event;
@@ -29,9 +31,10 @@ pub mod guest;
 pub mod handshake;
 pub mod layout;
 pub mod memory;
+mod prefetch;
 pub mod server;
 pub mod stats;
-mod sys;
+pub mod sys;
 pub mod working_set;
 
 pub use handshake::{HandshakeError, PageSize, Region};
