@@ -22,7 +22,7 @@ use crate::layout::{Layout, Mapping};
 use crate::memory::{BLOCK, Snapshot, Source};
 use crate::prefetch::Plan;
 use crate::stats::Counters;
-use crate::sys::{self, MSG_SIZE};
+use crate::sys::{self, MSG_SIZE, Wake};
 use crate::working_set::{BlockSet, Recorder, WorkingSet};
 
 /// Messages read per `read` call.
@@ -326,7 +326,7 @@ impl Engine {
         Counters::add(&self.counters.unknown_address_faults, 1);
         let fd = self.uffds[i].fd.as_fd();
         let page = addr & !(BLOCK - 1);
-        match sys::zeropage(fd, page, BLOCK) {
+        match sys::zeropage(fd, page, BLOCK, Wake::Waiters) {
             Ok(_) | Err(Errno::EEXIST) => Ok(()),
             Err(Errno::EAGAIN) => Err(Stop::Again),
             Err(Errno::ESRCH) => Err(Stop::Gone),
@@ -450,23 +450,30 @@ impl Engine {
         demand: Option<u64>,
     ) -> Result<(), Stop> {
         let ps = m.page_size.bytes();
+        let wake = if demand.is_some() {
+            Wake::Waiters
+        } else {
+            Wake::No
+        };
         let mut off = start;
         while off < end {
             let dst = m.addr_of(off);
             let fd = self.uffds[i].fd.as_fd();
             let result = match content {
-                Content::Zero if m.page_size == PageSize::Base => sys::zeropage(fd, dst, end - off),
+                Content::Zero if m.page_size == PageSize::Base => {
+                    sys::zeropage(fd, dst, end - off, wake)
+                }
                 // UFFDIO_ZEROPAGE does not work on hugetlb: copy zeros instead.
                 Content::Zero => match Scratch::buffer(&mut self.scratch.zeros) {
-                    Some(zeros) => sys::copy(fd, dst, zeros.as_ptr(), ps),
+                    Some(zeros) => sys::copy(fd, dst, zeros.as_ptr(), ps, wake),
                     None => Err(Errno::ENOMEM),
                 },
                 Content::File(f) => match self.snapshot.bytes(f, off, end - off) {
-                    Some(src) => sys::copy(fd, dst, src.as_ptr(), end - off),
+                    Some(src) => sys::copy(fd, dst, src.as_ptr(), end - off, wake),
                     None => Err(Errno::EFAULT),
                 },
                 Content::Mixed => match assemble(&self.snapshot, &mut self.scratch, off, ps) {
-                    Some(src) => sys::copy(fd, dst, src, ps),
+                    Some(src) => sys::copy(fd, dst, src, ps, wake),
                     None => Err(Errno::ENOMEM),
                 },
             };

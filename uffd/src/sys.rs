@@ -170,18 +170,45 @@ fn fill_result(ret: nix::Result<libc::c_int>, len: u64, done: i64) -> Result<u64
     }
 }
 
+/// Whether a fill wakes threads waiting on its range (`*_MODE_DONTWAKE` when not).
+/// Prefetch does not: a thread waiting there has a fault message queued, and
+/// serving it (`EEXIST`, then [`wake`]) wakes it; skipping the wait-queue walk
+/// on every bulk copy is cheaper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    Waiters,
+    No,
+}
+
+impl Wake {
+    /// `UFFDIO_COPY_MODE_DONTWAKE` and `UFFDIO_ZEROPAGE_MODE_DONTWAKE` are both bit 0.
+    fn mode(self) -> u64 {
+        match self {
+            Wake::Waiters => 0,
+            Wake::No => 1,
+        }
+    }
+}
+
 /// `UFFDIO_COPY`: atomically fills `[dst, dst + len)` in the faulting process with
-/// the bytes at `src` in ours, then wakes threads waiting on that range.
+/// the bytes at `src` in ours, then (with [`Wake::Waiters`]) wakes threads
+/// waiting on that range.
 ///
 /// `src` must point to `len` readable bytes of this process (a mapping of the
 /// memory file or a scratch buffer); the kernel reads it with `copy_from_user`,
 /// so a bad pointer is an `EFAULT`, never memory unsafety.
-pub fn copy(uffd: BorrowedFd<'_>, dst: u64, src: *const u8, len: u64) -> Result<u64, Errno> {
+pub fn copy(
+    uffd: BorrowedFd<'_>,
+    dst: u64,
+    src: *const u8,
+    len: u64,
+    wake: Wake,
+) -> Result<u64, Errno> {
     let mut arg = UffdioCopy {
         dst,
         src: src as u64,
         len,
-        mode: 0,
+        mode: wake.mode(),
         copy: 0,
     };
     // SAFETY: `arg` is a valid uffdio_copy; `dst` lives in another address space
@@ -190,12 +217,12 @@ pub fn copy(uffd: BorrowedFd<'_>, dst: u64, src: *const u8, len: u64) -> Result<
     fill_result(ret, len, arg.copy)
 }
 
-/// `UFFDIO_ZEROPAGE`: maps zero pages over `[dst, dst + len)` and wakes waiters.
-/// Not supported on hugetlb ranges (copy zeros there instead).
-pub fn zeropage(uffd: BorrowedFd<'_>, dst: u64, len: u64) -> Result<u64, Errno> {
+/// `UFFDIO_ZEROPAGE`: maps zero pages over `[dst, dst + len)` and wakes waiters
+/// as [`copy`] does. Not supported on hugetlb ranges (copy zeros there instead).
+pub fn zeropage(uffd: BorrowedFd<'_>, dst: u64, len: u64, wake: Wake) -> Result<u64, Errno> {
     let mut arg = UffdioZeropage {
         range: UffdioRange { start: dst, len },
-        mode: 0,
+        mode: wake.mode(),
         zeropage: 0,
     };
     // SAFETY: `arg` is a valid uffdio_zeropage for the call.

@@ -240,7 +240,7 @@ fn naive_handler(listener: &UnixListener, file: &File, len: u64) {
         };
         file.read_exact_at(&mut page, r.offset + (addr - r.base))
             .expect("pread");
-        match sys::copy(uffd.as_fd(), addr, page.as_ptr(), PAGE) {
+        match sys::copy(uffd.as_fd(), addr, page.as_ptr(), PAGE, sys::Wake::Waiters) {
             Ok(_) => {}
             Err(nix::errno::Errno::EEXIST) => sys::wake(uffd.as_fd(), addr, PAGE).expect("wake"),
             Err(e) => panic!("UFFDIO_COPY: {e}"),
