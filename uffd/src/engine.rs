@@ -181,14 +181,19 @@ impl Engine {
         self.recorder.take().map(|(r, _, _)| r.finish())
     }
 
-    /// Reads every queued message and serves every fault, without blocking.
+    /// Reads the queued messages and serves the faults among them, without
+    /// blocking. Keeps reading while more arrive, except while prefetching:
+    /// then it serves what was queued and returns, so that a guest faulting
+    /// without pause cannot starve the prefetcher (which would serve those
+    /// very pages in bulk), while every fault still goes before the next piece.
     pub fn service(&mut self) -> Result<Service, EngineError> {
         loop {
             let read_any = self.read_all()?;
             let blocked = self.serve_pending()?;
             match (read_any, blocked) {
+                (_, true) if !read_any || self.prefetching() => return Ok(Service::Blocked),
                 (false, false) => return Ok(Service::Idle),
-                (false, true) => return Ok(Service::Blocked),
+                (true, false) if self.prefetching() => return Ok(Service::Idle),
                 _ => {}
             }
         }
