@@ -44,82 +44,40 @@ fn main() {
     );
 
     let ws = record_working_set(&mem, &order);
-    let contenders: Vec<(String, Restore)> = vec![
+    let (mem, order) = (&mem, &order);
+    let around = |fault_around: u64| Ours {
+        fault_around,
+        ..Ours::default()
+    };
+    let mut contenders: Vec<(String, Restore)> = vec![
         (
             "kernel private mapping (floor)".into(),
-            Box::new(|| run_kernel(&mem, &order)),
+            Box::new(|| run_kernel(mem, order)),
         ),
         (
             "naive (read + copy per fault)".into(),
-            Box::new(|| run_naive(&mem, &order)),
-        ),
-        (
-            "ours, plain".into(),
-            Box::new(|| {
-                run_ours(
-                    &mem,
-                    &order,
-                    &Ours {
-                        fault_around: PAGE,
-                        ..Ours::default()
-                    },
-                )
-            }),
-        ),
-        (
-            "ours, fault-around 16 KiB".into(),
-            Box::new(|| {
-                run_ours(
-                    &mem,
-                    &order,
-                    &Ours {
-                        fault_around: 16 << 10,
-                        ..Ours::default()
-                    },
-                )
-            }),
-        ),
-        (
-            "ours, fault-around 64 KiB".into(),
-            Box::new(|| {
-                run_ours(
-                    &mem,
-                    &order,
-                    &Ours {
-                        fault_around: 64 << 10,
-                        ..Ours::default()
-                    },
-                )
-            }),
-        ),
-        (
-            "ours, fault-around 256 KiB".into(),
-            Box::new(|| {
-                run_ours(
-                    &mem,
-                    &order,
-                    &Ours {
-                        fault_around: 256 << 10,
-                        ..Ours::default()
-                    },
-                )
-            }),
-        ),
-        (
-            "ours, recorded working set".into(),
-            Box::new(|| {
-                run_ours(
-                    &mem,
-                    &order,
-                    &Ours {
-                        fault_around: 64 << 10,
-                        prefetch: Some(ws.clone()),
-                        ..Ours::default()
-                    },
-                )
-            }),
+            Box::new(|| run_naive(mem, order)),
         ),
     ];
+    let ours = [
+        ("ours, plain", around(PAGE)),
+        ("ours, fault-around 16 KiB", around(16 << 10)),
+        ("ours, fault-around 64 KiB", around(64 << 10)),
+        ("ours, fault-around 256 KiB", around(256 << 10)),
+        (
+            "ours, recorded working set",
+            Ours {
+                prefetch: Some(ws),
+                ..around(64 << 10)
+            },
+        ),
+    ];
+    for (name, options) in ours {
+        contenders.push((
+            name.into(),
+            Box::new(move || run_ours(mem, order, &options)),
+        ));
+    }
     let results: Vec<(String, Run)> = contenders
         .into_iter()
         .map(|(name, run)| {
