@@ -138,12 +138,15 @@ fn serve(
     let runtime = compio::runtime::Runtime::new().context("cannot start the io_uring runtime")?;
     runtime.block_on(async move {
         let server = PageServer::spawn(config)?;
-        println!("listening on {}", socket.display());
-        let signals = std::pin::pin!(async {
+        let mut signals = std::pin::pin!(async {
             let term = std::pin::pin!(compio::signal::unix::signal(libc::SIGTERM));
             let int = std::pin::pin!(compio::signal::ctrl_c());
             futures_util::future::select(term, int).await;
         });
+        // Polling once installs the signal handlers, before anyone learns we listen.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = signals.as_mut().poll(&mut cx);
+        println!("listening on {}", socket.display());
         let done = std::pin::pin!(server.wait());
         if let futures_util::future::Either::Right(_) =
             futures_util::future::select(done, signals).await

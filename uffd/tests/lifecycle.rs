@@ -136,3 +136,26 @@ fn serve_cli_stops_cleanly_on_sigterm() {
     assert!(out.contains("end=Stopped"), "{out}");
     assert!(!sock.exists(), "the socket is removed");
 }
+
+#[test]
+fn bad_start_requests_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mem, _) = memory_file(dir.path(), "mem", MIB, &[]);
+    let snap = snapshot(&mem);
+    // Not on a compio runtime thread.
+    let err = warren_uffd::PageServer::spawn(config(dir.path(), "vm", snap.clone(), PAGE))
+        .expect_err("no runtime");
+    assert!(matches!(err, warren_uffd::ServerError::NoRuntime), "{err}");
+    // A regular file where the socket should go is not replaced.
+    let taken = dir.path().join("taken.sock");
+    std::fs::write(&taken, b"keep me").expect("write");
+    let runtime = compio::runtime::Runtime::new().expect("runtime");
+    let err = runtime
+        .block_on(async { warren_uffd::PageServer::spawn(config(dir.path(), "taken", snap, PAGE)) })
+        .expect_err("not a socket");
+    assert!(
+        matches!(err, warren_uffd::ServerError::NotASocket(_)),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&taken).expect("still there"), b"keep me");
+}
