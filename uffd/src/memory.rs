@@ -177,8 +177,7 @@ impl Snapshot {
         tags.iter().all(|&t| t == tag).then(|| self.source(first))
     }
 
-    /// Pointer to the bytes at `offset` of file `file`, valid for `len` bytes
-    /// (callers stay within the memory file, which every file spans).
+    /// The `len` bytes at `offset` of file `file`; `None` outside the file.
     pub fn bytes(&self, file: u8, offset: u64, len: u64) -> Option<&[u8]> {
         let map = self.files.get(usize::from(file))?;
         let start = usize::try_from(offset).ok()?;

@@ -1,13 +1,14 @@
 //! The page server for one VM, as a task on the current compio (io_uring) runtime.
 //!
 //! [`PageServer::spawn`] binds the Unix socket Firecracker will connect to and
-//! spawns a task on the calling core's runtime. The task accepts connections
-//! until one carries a valid handshake (an invalid one is logged, counted,
-//! closed, and the next connection is accepted), then serves that VM: it waits
-//! for userfaultfd readiness with io_uring polls, lets the [`Engine`] serve
-//! every queued fault, and only then runs one bounded prefetch step before
-//! yielding to the runtime, so faults (of this VM and of every other VM on the
-//! core) come before prefetch. It ends when Firecracker closes its end of the
+//! spawns a task on the calling core's runtime. The task accepts connections,
+//! one at a time, each with [`ServerConfig::handshake_timeout`] to deliver its
+//! handshake, until one carries a valid handshake (an invalid one is logged,
+//! counted, closed, and the next connection is accepted); it then removes the
+//! socket path and serves that VM: it waits for userfaultfd readiness with
+//! io_uring polls, lets the engine serve every queued fault, and only then
+//! copies one bounded prefetch piece before yielding to the runtime, so faults
+//! (of this VM and of every other VM on the core) come before prefetch. It ends when Firecracker closes its end of the
 //! socket, when its process is gone, or on [`PageServer::stop`]; then it saves
 //! the recorded working set and closes every descriptor and mapping it holds.
 //!
