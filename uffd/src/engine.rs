@@ -31,6 +31,9 @@ const READ_BATCH: usize = 64;
 /// memory then behaves as plain anonymous memory).
 const MAX_FORKS: usize = 16;
 const HUGE: u64 = PageSize::Huge2M.bytes();
+/// Blocks one prefetch step copies at most (256 KiB): bounds how long a fault
+/// waits behind prefetch.
+const PREFETCH_STEP_BLOCKS: u64 = 64;
 
 /// What the engine needs to know besides the handshake.
 #[derive(Clone, Debug)]
@@ -321,7 +324,14 @@ impl Engine {
         let end = (page & !(window - 1))
             .saturating_add(window)
             .min(m.offset + m.len);
-        self.fill(i, &m, start, end, Some(page))
+        // A fault inside the working set fills only the set's pages around it:
+        // the set says which neighbours the guest will want.
+        let only_members = self.uffds[i].primary
+            && self
+                .prefetch
+                .as_ref()
+                .is_some_and(|p| p.contains(page / BLOCK));
+        self.fill(i, &m, start, end, Some(page), only_members)
     }
 
     /// A fault outside every known region (e.g. a range that grew by mremap):
@@ -362,41 +372,47 @@ impl Engine {
         }
     }
 
-    /// Copies the next piece of the working set (at most 256 KiB, contiguous).
-    /// Call [`Engine::service`] between steps: that is what lets faults in.
+    /// Copies the next part of the working set: contiguous runs of it, up to
+    /// [`PREFETCH_STEP_BLOCKS`] blocks. Call [`Engine::service`] between steps:
+    /// that is what lets faults in.
     pub fn prefetch_step(&mut self) -> Result<(), EngineError> {
-        let Some(plan) = &mut self.prefetch else {
-            return Ok(());
-        };
-        let at_extent_start = plan.upcoming();
-        let Some((first, last)) = plan.next_piece() else {
-            return Ok(());
-        };
-        if plan.upcoming() != at_extent_start {
-            // A new extent began: start reading the one after it from disk.
-            if let Some((a, b)) = plan.upcoming() {
-                self.snapshot.will_need(a * BLOCK, (b - a) * BLOCK);
+        let mut budget = PREFETCH_STEP_BLOCKS;
+        while budget > 0 {
+            let Some(plan) = &mut self.prefetch else {
+                return Ok(());
+            };
+            let at_extent_start = plan.upcoming();
+            let Some((first, last)) = plan.next_piece(budget) else {
+                return Ok(());
+            };
+            budget -= last - first;
+            if plan.upcoming() != at_extent_start {
+                // A new extent began: start reading the one after it from disk.
+                if let Some((a, b)) = plan.upcoming() {
+                    self.snapshot.will_need(a * BLOCK, (b - a) * BLOCK);
+                }
             }
-        }
-        let (start, end) = (first * BLOCK, last * BLOCK);
-        let pieces = self.uffds[0].layout.mappings().iter().filter_map(|m| {
-            let ps = m.page_size.bytes();
-            let s = (start & !(ps - 1)).max(m.offset);
-            let e = end.div_ceil(ps).saturating_mul(ps).min(m.offset + m.len);
-            (s < e).then_some((*m, s, e))
-        });
-        for (m, s, e) in pieces.collect::<Vec<_>>() {
-            match self.fill(0, &m, s, e, None) {
-                // Pages an event made us skip are demand-faulted later.
-                Ok(()) | Err(Stop::Again) => {}
-                Err(Stop::Gone) => return Err(EngineError::Gone),
+            let (start, end) = (first * BLOCK, last * BLOCK);
+            let pieces = self.uffds[0].layout.mappings().iter().filter_map(|m| {
+                let ps = m.page_size.bytes();
+                let s = (start & !(ps - 1)).max(m.offset);
+                let e = end.div_ceil(ps).saturating_mul(ps).min(m.offset + m.len);
+                (s < e).then_some((*m, s, e))
+            });
+            for (m, s, e) in pieces.collect::<Vec<_>>() {
+                match self.fill(0, &m, s, e, None, false) {
+                    // Pages an event made us skip are demand-faulted later.
+                    Ok(()) | Err(Stop::Again) => {}
+                    Err(Stop::Gone) => return Err(EngineError::Gone),
+                }
             }
         }
         Ok(())
     }
 
     /// Fills the pages of `m` in file range `[start, end)` (page-aligned) that are
-    /// missing, in runs of one content each; the run holding `demand` goes first.
+    /// missing (and, with `only_members`, in the working set), in runs of one
+    /// content each; the run holding `demand` goes first.
     fn fill(
         &mut self,
         i: usize,
@@ -404,6 +420,7 @@ impl Engine {
         start: u64,
         end: u64,
         demand: Option<u64>,
+        only_members: bool,
     ) -> Result<(), Stop> {
         let ps = m.page_size.bytes();
         let mut runs: Vec<(u64, u64, Content)> = Vec::new();
@@ -412,7 +429,12 @@ impl Engine {
             let block = (off / BLOCK) as usize;
             let u = &self.uffds[i];
             let removed = u.removed.contains(block);
-            if Some(off) == demand || !(removed || u.present.contains(block)) {
+            let wanted = !only_members
+                || self
+                    .prefetch
+                    .as_ref()
+                    .is_some_and(|p| p.contains(block as u64));
+            if Some(off) == demand || (wanted && !(removed || u.present.contains(block))) {
                 let content = if removed {
                     Content::Zero
                 } else {

@@ -4,8 +4,8 @@
 //! one costs an ioctl, a page-table walk and a wake per 4 KiB page. The plan
 //! groups blocks by 2 MiB extent of the memory file, orders extents by their
 //! earliest touch, and hands out contiguous runs of member blocks within an
-//! extent, at most [`PIECE_BLOCKS`] at a time: large copies, early pages
-//! first, and a bound on how long one piece keeps a fault waiting.
+//! extent, at most a given number at a time: large copies, early pages first,
+//! and a bound on how long one step keeps a fault waiting.
 
 use std::sync::Arc;
 
@@ -13,8 +13,6 @@ use crate::working_set::{BlockSet, WorkingSet};
 
 /// Blocks per extent (2 MiB).
 const EXTENT_BLOCKS: u64 = 512;
-/// Most blocks handed out at once (256 KiB): one `UFFDIO_COPY`.
-pub const PIECE_BLOCKS: u64 = 64;
 
 #[derive(Debug)]
 pub struct Plan {
@@ -64,8 +62,8 @@ impl Plan {
             .map(|e| (e * EXTENT_BLOCKS, (e + 1) * EXTENT_BLOCKS))
     }
 
-    /// The next run of member blocks, `[first, last)`, at most [`PIECE_BLOCKS`] long.
-    pub fn next_piece(&mut self) -> Option<(u64, u64)> {
+    /// The next run of member blocks, `[first, last)`, at most `max` long.
+    pub fn next_piece(&mut self, max: u64) -> Option<(u64, u64)> {
         while let Some(&e) = self.extents.get(self.extent) {
             let end = (e + 1) * EXTENT_BLOCKS;
             let first = (self.cursor..end).find(|&b| self.contains(b));
@@ -77,7 +75,7 @@ impl Plan {
                     .map_or(0, |e| e * EXTENT_BLOCKS);
                 continue;
             };
-            let limit = (first + PIECE_BLOCKS).min(end);
+            let limit = (first + max.max(1)).min(end);
             let last = (first..limit).find(|&b| !self.contains(b)).unwrap_or(limit);
             self.cursor = last;
             return Some((first, last));
@@ -98,7 +96,7 @@ mod tests {
         let mut plan = Plan::new(&set, 1024 * 2);
         assert_eq!(plan.upcoming(), Some((0, 512)));
         let mut pieces = Vec::new();
-        while let Some(p) = plan.next_piece() {
+        while let Some(p) = plan.next_piece(64) {
             pieces.push(p);
         }
         assert_eq!(pieces, vec![(1024, 1025), (1029, 1032), (5, 8), (100, 101)]);
@@ -109,7 +107,7 @@ mod tests {
     fn pieces_are_bounded() {
         let set = Arc::new(WorkingSet::new(4 << 20, (0..300).collect()));
         let mut plan = Plan::new(&set, 1024);
-        let pieces: Vec<_> = std::iter::from_fn(|| plan.next_piece()).collect();
+        let pieces: Vec<_> = std::iter::from_fn(|| plan.next_piece(64)).collect();
         assert_eq!(
             pieces,
             vec![(0, 64), (64, 128), (128, 192), (192, 256), (256, 300)]
