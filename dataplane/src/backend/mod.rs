@@ -1,0 +1,147 @@
+//! Capsule backends: the one [`Backend`] trait the sandbox manager drives,
+//! and its implementations (the [`namespace`] backend here; Firecracker
+//! microVMs implement the same trait).
+//!
+//! A backend turns a [`CapsuleSpec`] into a running capsule whose init is
+//! envd, and later pauses, resumes, samples and destroys it. Everything a
+//! backend needs to find a capsule again is persisted under the capsule's
+//! directory, so a restarted agent can [`Backend::adopt`] capsules that kept
+//! running while it was gone. Operations on one capsule are serialised by the
+//! caller (the sandbox manager); a backend is safe to call concurrently for
+//! different capsules.
+
+pub mod namespace;
+mod spec;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+pub use spec::{CapsuleId, CapsuleSpec, Resources, SpecError};
+
+use crate::cgroup::CgroupError;
+use crate::template::TemplateError;
+
+/// Which implementation runs a capsule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Namespace,
+    Firecracker,
+}
+
+/// What a backend observes about a capsule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Paused,
+    /// The capsule's init is gone (it exited or was killed); only destroy
+    /// makes sense now.
+    Exited,
+}
+
+/// A capsule's observed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapsuleStatus {
+    pub state: RunState,
+    /// Processes the OOM killer killed in this capsule so far.
+    pub oom_kills: u64,
+}
+
+/// What create and adopt hand back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapsuleHandle {
+    pub id: CapsuleId,
+    pub kind: BackendKind,
+    pub status: CapsuleStatus,
+}
+
+/// One sample of a capsule's resource use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSample {
+    pub at: SystemTime,
+    /// CPU time used since the capsule started, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    /// Bytes used on the capsule's private disk (its writable layer).
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    /// Tasks (processes and threads) in the capsule.
+    pub pids: u64,
+    pub oom_kills: u64,
+}
+
+/// Typed errors of every backend operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    #[error("capsule {0} already exists")]
+    AlreadyExists(CapsuleId),
+    #[error("capsule {0} not found")]
+    NotFound(CapsuleId),
+    #[error("capsule {id} is {state:?}: cannot {op}")]
+    InvalidState {
+        id: CapsuleId,
+        state: RunState,
+        op: &'static str,
+    },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("starting capsule {id}: {step}: {source}")]
+    Launch {
+        id: CapsuleId,
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("capsule {id}: {context}: {source}")]
+    Io {
+        id: CapsuleId,
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("capsule {id}: persisted state is unusable: {reason}")]
+    CorruptState { id: CapsuleId, reason: String },
+    #[error("this host cannot run {kind:?} capsules: {reason}")]
+    Unsupported { kind: BackendKind, reason: String },
+}
+
+/// A way of running capsules. All methods are cancel-safe only in the sense
+/// that a dropped future leaves the capsule either fully made or cleanable by
+/// [`Backend::destroy`].
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// Makes the capsule and starts its init; returns once init is running.
+    async fn create(&self, spec: &CapsuleSpec) -> Result<CapsuleHandle, BackendError>;
+
+    /// Stops every process of the capsule in place; returns once they are
+    /// all stopped.
+    async fn pause(&self, id: &CapsuleId) -> Result<(), BackendError>;
+
+    /// Continues a paused capsule.
+    async fn resume(&self, id: &CapsuleId) -> Result<(), BackendError>;
+
+    /// Kills the capsule and removes everything it had on the host. Works on
+    /// half-made capsules and after an agent restart; destroying an unknown
+    /// capsule is [`BackendError::NotFound`].
+    async fn destroy(&self, id: &CapsuleId) -> Result<(), BackendError>;
+
+    /// Ids of the capsules this backend has persisted on disk (running,
+    /// paused or dead), for adoption after an agent restart.
+    async fn persisted(&self) -> Result<Vec<CapsuleId>, BackendError>;
+
+    /// Takes charge of a capsule a previous agent process made.
+    async fn adopt(&self, id: &CapsuleId) -> Result<CapsuleHandle, BackendError>;
+
+    async fn status(&self, id: &CapsuleId) -> Result<CapsuleStatus, BackendError>;
+
+    async fn metrics(&self, id: &CapsuleId) -> Result<MetricsSample, BackendError>;
+}
