@@ -13,7 +13,8 @@
 //! `cargo bench -p warren-benches --bench uffd_compare` (root: userfaultfd).
 //! `UFFD_BENCH_MIB` (working set, default 256), `UFFD_BENCH_SPARSE_MIB` (guest
 //! memory of the sparse scenario, default 1024) and `UFFD_BENCH_REPS` (default
-//! 3; the median run is shown) change the sizes and repetitions.
+//! 5 rounds, each running every contender once; the median run is shown) change
+//! the sizes and repetitions.
 
 mod uffd_support;
 
@@ -41,7 +42,7 @@ fn main() {
         (
             env("UFFD_BENCH_MIB", 256),
             env("UFFD_BENCH_SPARSE_MIB", 1024),
-            env("UFFD_BENCH_REPS", 3).max(1),
+            env("UFFD_BENCH_REPS", 5).max(1),
         )
     };
     let pages = (set_mib * MIB / PAGE) as usize;
@@ -51,7 +52,7 @@ fn main() {
         order.truncate(pages);
         println!(
             "\n### {title}: {set_mib} MiB working set ({pages} pages) of {memory_mib} MiB guest memory, \
-             touched in random order; median of {reps} runs\n"
+             touched in random order; median of {reps} rounds\n"
         );
         table(&mem, &order, reps);
     }
@@ -100,10 +101,18 @@ fn table(mem: &MemFile, order: &[u64], reps: u64) {
             Box::new(move || run_ours(mem, order, &options)),
         ));
     }
+    // Rounds: every contender once per round, so a change in the machine's
+    // load spreads over all of them instead of landing on one.
+    let mut runs: Vec<Vec<Run>> = contenders.iter().map(|_| Vec::new()).collect();
+    for _ in 0..reps {
+        for (i, (_, run)) in contenders.iter().enumerate() {
+            runs[i].push(run());
+        }
+    }
     let results: Vec<(String, Run)> = contenders
         .into_iter()
-        .map(|(name, run)| {
-            let mut runs: Vec<Run> = (0..reps).map(|_| run()).collect();
+        .zip(runs)
+        .map(|((name, _), mut runs)| {
             runs.sort_by_key(|r| r.total);
             let median = runs.swap_remove(runs.len() / 2);
             (name, median)
