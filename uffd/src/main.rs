@@ -210,7 +210,10 @@ fn guest(
             match std::io::Read::read(&mut watch, &mut buf) {
                 Ok(n) if n > 0 => continue,
                 _ => {
-                    eprintln!("warren-uffd guest: page server closed the connection");
+                    // Not eprintln!: with nobody reading stderr it panics, and
+                    // this thread would die without ending the process.
+                    let msg = b"warren-uffd guest: page server closed the connection\n";
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), msg);
                     std::process::exit(EXIT_SERVER_GONE);
                 }
             }

@@ -85,15 +85,17 @@ fn a_handler_killed_mid_restore_gives_the_guest_an_error_not_a_hang() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mem, _) = memory_file(dir.path(), "mem", 8 * MIB, &[]);
     let sock = dir.path().join("vm.sock");
-    let mut server = Command::new(bin())
-        .args(["serve", "--fault-around", "4096", "--socket"])
-        .arg(&sock)
-        .arg("--memory")
-        .arg(&mem)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn warren-uffd serve");
+    let mut server = Proc::new(
+        Command::new(bin())
+            .args(["serve", "--fault-around", "4096", "--socket"])
+            .arg(&sock)
+            .arg("--memory")
+            .arg(&mem)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn warren-uffd serve"),
+    );
     wait_for_line(&mut server, &format!("listening on {}", sock.display()));
 
     let mut guest = spawn_guest(&sock, &mem, "touch:random:0:4m,pause,touch:seq", &[]);
@@ -116,15 +118,17 @@ fn serve_cli_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mem, _) = memory_file(dir.path(), "mem", MIB, &[]);
     let sock = dir.path().join("vm.sock");
-    let mut server = Command::new(bin())
-        .args(["serve", "--socket"])
-        .arg(&sock)
-        .arg("--memory")
-        .arg(&mem)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn warren-uffd serve");
+    let mut server = Proc::new(
+        Command::new(bin())
+            .args(["serve", "--socket"])
+            .arg(&sock)
+            .arg("--memory")
+            .arg(&mem)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn warren-uffd serve"),
+    );
     wait_for_line(&mut server, &format!("listening on {}", sock.display()));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.id() as i32),

@@ -135,9 +135,40 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_warren-uffd")
 }
 
+/// A child process, killed and reaped if the test ends (or panics) first.
+pub struct Proc(Option<Child>);
+
+impl Proc {
+    pub fn new(child: Child) -> Proc {
+        Proc(Some(child))
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("process already finished")
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("process already finished")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `warren-uffd guest` against `socket`, checking against `expect`.
-pub fn spawn_guest(socket: &Path, expect: &Path, script: &str, extra: &[&str]) -> Child {
-    Command::new(bin())
+pub fn spawn_guest(socket: &Path, expect: &Path, script: &str, extra: &[&str]) -> Proc {
+    let child = Command::new(bin())
         .arg("guest")
         .arg("--socket")
         .arg(socket)
@@ -150,12 +181,14 @@ pub fn spawn_guest(socket: &Path, expect: &Path, script: &str, extra: &[&str]) -
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn guest")
+        .expect("spawn guest");
+    Proc::new(child)
 }
 
 /// Waits for a child with a deadline; kills it and panics if it hangs.
 /// Returns (exit code, stdout, stderr).
-pub fn finish(mut child: Child, timeout: Duration) -> (Option<i32>, String, String) {
+pub fn finish(mut proc: Proc, timeout: Duration) -> (Option<i32>, String, String) {
+    let mut child = proc.0.take().expect("process already finished");
     let deadline = Instant::now() + timeout;
     loop {
         if child.try_wait().expect("try_wait").is_some() {
