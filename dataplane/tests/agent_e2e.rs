@@ -227,7 +227,12 @@ impl Agent {
         let mut events = self.process(id).start(&req).await.unwrap();
         let mut out = Vec::new();
         while let Some(ev) = events.next().await {
-            let ev = ev.unwrap_or_else(|e| panic!("stream of {script:?} in {id} broke: {e}\nagent log:\n{}", self.log()));
+            let ev = ev.unwrap_or_else(|e| {
+                panic!(
+                    "stream of {script:?} in {id} broke: {e}\nagent log:\n{}",
+                    self.log()
+                )
+            });
             match ev.event.and_then(|e| e.event) {
                 Some(process_event::Event::Data(d)) => {
                     if let Some(process_event::data_event::Output::Stdout(b)) = d.output {
@@ -453,7 +458,12 @@ async fn memory_limit_is_enforced_and_the_oom_is_reported() {
     // envd survived its capsule's OOM and still answers: init is the OOM
     // killer's last choice, the workload its first.
     assert_eq!(agent.sh("oom", "echo alive").await, ("alive\n".into(), 0));
-    assert_eq!(agent.sh("oom", "cat /proc/1/oom_score_adj /proc/self/oom_score_adj").await, ("-900\n100\n".into(), 0));
+    assert_eq!(
+        agent
+            .sh("oom", "cat /proc/1/oom_score_adj /proc/self/oom_score_adj")
+            .await,
+        ("-900\n100\n".into(), 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
