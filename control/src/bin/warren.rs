@@ -1,0 +1,3 @@
+//! `warren`: the Warren command line.
+
+fn main() {}

@@ -1,0 +1,2 @@
+//! The `warren` command line: `up` / `down` / `status` for a local
+//! installation, and user commands against any control plane.

@@ -1,0 +1,94 @@
+//! Wiring: database, state, background loops, the HTTP server, and clean
+//! shutdown on SIGTERM / SIGINT.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::app::AppState;
+use crate::config::ControlConfig;
+use crate::{api, db, ids, monitor, reconciler};
+
+/// Connects, migrates and builds the shared state.
+pub async fn state(cfg: ControlConfig) -> anyhow::Result<AppState> {
+    let pool = db::connect(&cfg.database_url, cfg.db_pool, Duration::from_secs(30)).await?;
+    let secret = match &cfg.jwt_secret {
+        Some(s) if s.len() >= 16 => s.clone(),
+        Some(_) => anyhow::bail!("WARREN_JWT_SECRET must be at least 16 characters"),
+        None => db::setting_or_init(&pool, "jwt_secret", || ids::new_secret(64)).await?,
+    };
+    Ok(AppState::new(pool, cfg, &secret))
+}
+
+/// Starts the event listener and (unless disabled) the monitor and the
+/// reconciler.
+pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(app.events.clone().run(app.db.clone()))];
+    if !app.cfg.no_background {
+        tasks.push(tokio::spawn(monitor::run(app.clone())));
+        tasks.push(tokio::spawn(reconciler::run(app.clone())));
+    }
+    tasks
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    app: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tasks = spawn_background(&app);
+    let router = api::router(app);
+    let result = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP");
+    for t in tasks {
+        t.abort();
+    }
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// `warren-control`'s main.
+pub async fn run(cfg: ControlConfig) -> anyhow::Result<()> {
+    let listen = cfg.listen;
+    let app = state(cfg).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "warren-control listening");
+    serve(app, listener, shutdown_signal()).await
+}
+
+/// Logs to stderr at `LOG_LEVEL` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
