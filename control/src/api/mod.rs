@@ -8,8 +8,12 @@ pub mod audit_logs;
 pub mod auth;
 pub mod capsules;
 pub mod events;
+pub mod exec;
 pub mod extract;
+pub mod files;
 pub mod hosts;
+pub mod pty;
+pub mod session;
 pub mod snapshots;
 pub mod stats;
 pub mod teams;
@@ -78,6 +82,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(capsules::resume))
         .routes(routes!(capsules::ping))
         .routes(routes!(stats::metrics))
+        .routes(routes!(exec::exec))
+        .routes(routes!(exec::exec_stream))
+        .routes(routes!(exec::list_processes))
+        .routes(routes!(exec::kill_process))
+        .routes(routes!(exec::process_stream))
+        .routes(routes!(pty::pty))
+        .routes(routes!(files::write))
+        .routes(routes!(files::stream_write))
+        .routes(routes!(files::read))
+        .routes(routes!(files::stream_read))
+        .routes(routes!(files::list))
+        .routes(routes!(files::mkdir))
+        .routes(routes!(files::remove))
         .routes(routes!(snapshots::create, snapshots::list))
         .routes(routes!(snapshots::delete))
         .routes(routes!(events::stream))

@@ -1,6 +1,6 @@
 //! Resolving credentials into a [`Principal`].
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -122,6 +122,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
         parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
             ApiError::Unauthorized("missing credentials: send X-API-Key or a Bearer token".into())
         })
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
     }
 }
 
