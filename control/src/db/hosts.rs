@@ -80,6 +80,21 @@ pub async fn lock_loads(
     cpu_overcommit: f64,
     memory_overcommit: f64,
 ) -> sqlx::Result<Vec<HostLoad>> {
+    // Lock first, then read the load in a second statement: under READ
+    // COMMITTED that statement's snapshot is taken after the locks are
+    // held, so it sees every capsule a concurrent create committed.
+    sqlx::query(
+        "SELECT h.id FROM hosts h
+          WHERE h.deleted_at IS NULL AND h.status <> 'pending'
+            AND (h.type = 'regular' OR h.team_id = $1)
+            AND ($2::TEXT IS NULL OR h.id = $2)
+          ORDER BY h.id
+          FOR UPDATE",
+    )
+    .bind(team_id)
+    .bind(only)
+    .execute(&mut *conn)
+    .await?;
     let rows = sqlx::query_as::<_, LoadRow>(
         "SELECT h.id, h.status, h.cpu_cores, h.memory_mb,
                 COALESCE((SELECT sum(c.vcpus) FROM capsules c
@@ -92,14 +107,13 @@ pub async fn lock_loads(
           WHERE h.deleted_at IS NULL AND h.status <> 'pending'
             AND (h.type = 'regular' OR h.team_id = $1)
             AND ($4::TEXT IS NULL OR h.id = $4)
-          ORDER BY h.id
-          FOR UPDATE OF h",
+          ORDER BY h.id",
     )
     .bind(team_id)
     .bind(agent_template)
     .bind(holding_statuses())
     .bind(only)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows
         .into_iter()
