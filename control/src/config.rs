@@ -78,6 +78,17 @@ pub struct ControlConfig {
 }
 
 impl ControlConfig {
+    /// Defaults (and environment) for the database at `url`.
+    pub fn for_database(url: &str) -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            cfg: ControlConfig,
+        }
+        Wrapper::parse_from(["warren-control", "--database-url", url]).cfg
+    }
+
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_secs(self.heartbeat_timeout_secs)
     }

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use clap::Parser;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -55,15 +54,8 @@ pub async fn fresh_db() -> String {
     pg.url(&name)
 }
 
-#[derive(Debug, Parser)]
-struct Args {
-    #[command(flatten)]
-    cfg: ControlConfig,
-}
-
 pub fn config(db: &str) -> ControlConfig {
-    let mut cfg =
-        Args::parse_from(["control", "--database-url", db, "--listen", "127.0.0.1:0"]).cfg;
+    let mut cfg = ControlConfig::for_database(db);
     cfg.no_background = true;
     cfg.agent_timeout_secs = 5;
     cfg
