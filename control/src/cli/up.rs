@@ -406,20 +406,18 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let mut control = spawn(dir, "control", control_command(dir, &db_url, args.listen))?;
     wait_healthy(&url, 60).await?;
     p.done("listening");
-    let host = local_host(dir, &url, &creds, args).await?;
-
     let agent_bin = args
         .agent_bin
         .clone()
         .unwrap_or_else(|| sibling("warren-agent"));
-    let mut agent = if args.no_agent {
+    let host = if args.no_agent {
         None
     } else {
-        match spawn(
-            dir,
-            "agent",
-            agent_command(&agent_bin, dir, args, &url, &host),
-        ) {
+        Some(local_host(dir, &url, &creds, args).await?)
+    };
+    let mut agent = match &host {
+        None => None,
+        Some(h) => match spawn(dir, "agent", agent_command(&agent_bin, dir, args, &url, h)) {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!(
@@ -428,7 +426,7 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
                 );
                 None
             }
-        }
+        },
     };
     banner(&creds);
 
@@ -445,13 +443,13 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
             eprintln!("warren-control exited ({st}); restarting");
             control = spawn(dir, "control", control_command(dir, &db_url, args.listen))?;
         }
-        if let Some(a) = agent.as_mut() {
+        if let (Some(a), Some(host)) = (agent.as_mut(), &host) {
             if let Some(st) = a.try_wait()? {
                 eprintln!("warren-agent exited ({st}); restarting");
                 agent = spawn(
                     dir,
                     "agent",
-                    agent_command(&agent_bin, dir, args, &url, &host),
+                    agent_command(&agent_bin, dir, args, &url, host),
                 )
                 .ok();
             } else {
