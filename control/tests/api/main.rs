@@ -11,3 +11,5 @@ mod hosts;
 mod isolation;
 mod lifecycle;
 mod replicas;
+mod sdk;
+mod ws;
