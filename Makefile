@@ -1,6 +1,65 @@
-# Warren: see README.md. `make up` and `make test` are the quick start.
-.PHONY: up test bench fuzz fmt lint deps build
+# Warren. Quick start on a fresh Debian machine: `make up`, then `make test`.
+# Every target installs what it needs (scripts/deps.sh: apt, only what is missing).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Firecracker's API spec and facts live beside the checkout (not part of it);
+# tests that need them skip with a message when they are absent.
+export WARREN_SHARED ?= $(abspath $(CURDIR)/../shared)
+export CARGO_TERM_COLOR ?= never
+
+VENV_E2B := target/venv-e2b
+PYTEST_WORKERS ?= 2
+
+.PHONY: up down test test-rust test-e2b bench fuzz fmt lint deps build
+
 deps:
-	scripts/deps.sh
+	@scripts/deps.sh
+
 build: deps
-	cargo build --workspace --release
+	$(CARGO) build --workspace --release --bins
+
+## up: install what is missing, build, start Warren, print where it listens.
+up: build
+	@scripts/up.sh
+
+down:
+	@scripts/down.sh
+
+## test: everything CI runs.
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) build --workspace --bins
+	$(MAKE) test-rust test-e2b
+	$(CARGO) check --quiet --manifest-path fuzz/Cargo.toml
+
+test-rust:
+	$(CARGO) test --workspace --no-fail-fast
+
+$(VENV_E2B)/.requirements.sha256: tests/e2b/requirements.txt
+	scripts/pyenv.sh $(VENV_E2B) tests/e2b/requirements.txt
+
+tests/connect-npm/node_modules: tests/connect-npm/package-lock.json
+	npm ci --prefix tests/connect-npm --no-audit --no-fund
+	@touch $@
+
+# The e2b SDK (and the npm Connect client) against the real envd binary, one
+# network namespace per test.
+test-e2b: $(VENV_E2B)/.requirements.sha256 tests/connect-npm/node_modules
+	cd tests/e2b && ENVD_BIN=$(CURDIR)/target/debug/envd ../../$(VENV_E2B)/bin/pytest -n $(PYTEST_WORKERS) -q
+
+## bench: criterion benchmarks and side-by-side comparisons (prints tables).
+bench: deps
+	$(CARGO) bench -p warren-benches
+
+## fuzz: runs every fuzz target for FUZZ_SECONDS each (cargo-fuzz; installed on demand).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -3,5 +3,6 @@
 //! filesystems, snapshots, the page server, and the thread-per-core io_uring
 //! data plane that relays user traffic and envd calls into capsules.
 //! See DESIGN.md ("The data plane").
-//!
-//! Not built yet: this crate holds only its description.
+
+pub mod cow_disk;
+pub mod netslot;

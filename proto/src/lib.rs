@@ -35,3 +35,4 @@ pub mod agent {
         include!(concat!(env!("OUT_DIR"), "/agent.v1.serde.rs"));
     }
 }
+pub mod connect;
