@@ -1,117 +1,85 @@
-//! Typed client for a host's `agent.v1.Agent` lifecycle RPC.
+//! Typed client for a host's `agent.v1.Agent` lifecycle RPC (the
+//! generated `warren_proto` client, with the control plane's token), and
+//! the mapping of Connect errors to REST errors.
 
-use std::time::Duration;
-
+use http::HeaderValue;
 use warren_proto::agent::v1 as pb;
+use warren_proto::connect::{Code, ConnectError};
 
-use crate::connect::{ConnectClient, Endpoint, RpcError};
 use crate::error::ApiError;
+use crate::rpc::RpcClients;
+
+pub type RpcError = ConnectError;
 
 /// One agent, reached at its RPC address with the control plane's token.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
-    rpc: ConnectClient,
-    endpoint: Endpoint,
-    timeout: Duration,
+    inner: pb::AgentClient,
 }
 
-const SERVICE: &str = "/agent.v1.Agent/";
-
 impl AgentClient {
-    pub fn new(rpc: ConnectClient, address: &str, token: &str, timeout: Duration) -> Self {
-        let endpoint =
-            Endpoint::new(address).with_header("authorization", &format!("Bearer {token}"));
-        Self {
-            rpc,
-            endpoint,
-            timeout,
-        }
-    }
-
-    async fn call<Req, Resp>(&self, method: &str, req: Req) -> Result<Resp, RpcError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        let path = format!("{SERVICE}{method}");
-        self.rpc
-            .unary(&self.endpoint, &path, &req, self.timeout)
-            .await
+    pub fn new(rpc: &RpcClients, address: &str, token: &str) -> Result<Self, ApiError> {
+        let (unary, _) = rpc.clients(address).map_err(|e| {
+            ApiError::HostUnavailable(format!("bad agent address {address}: {}", e.message))
+        })?;
+        let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ApiError::internal("agent token is not a valid header value"))?;
+        Ok(Self {
+            inner: pb::AgentClient::new(unary.with_header(http::header::AUTHORIZATION, auth)),
+        })
     }
 
     pub async fn create_capsule(
         &self,
         req: pb::CreateCapsuleRequest,
     ) -> Result<pb::CapsuleInfo, RpcError> {
-        let resp: pb::CreateCapsuleResponse = self.call("CreateCapsule", req).await?;
-        resp.capsule
-            .ok_or_else(missing("CreateCapsuleResponse.capsule"))
+        let resp = self.inner.create_capsule(&req).await?;
+        resp.capsule.ok_or_else(missing("CreateCapsuleResponse.capsule"))
     }
 
     pub async fn destroy_capsule(&self, capsule_id: &str) -> Result<(), RpcError> {
-        let _: pb::DestroyCapsuleResponse = self
-            .call(
-                "DestroyCapsule",
-                pb::DestroyCapsuleRequest {
-                    capsule_id: capsule_id.into(),
-                },
-            )
-            .await?;
-        Ok(())
+        let req = pb::DestroyCapsuleRequest {
+            capsule_id: capsule_id.into(),
+        };
+        self.inner.destroy_capsule(&req).await.map(drop)
     }
 
     pub async fn pause_capsule(&self, capsule_id: &str) -> Result<pb::CapsuleInfo, RpcError> {
-        let resp: pb::PauseCapsuleResponse = self
-            .call(
-                "PauseCapsule",
-                pb::PauseCapsuleRequest {
-                    capsule_id: capsule_id.into(),
-                },
-            )
-            .await?;
-        resp.capsule
-            .ok_or_else(missing("PauseCapsuleResponse.capsule"))
+        let req = pb::PauseCapsuleRequest {
+            capsule_id: capsule_id.into(),
+        };
+        let resp = self.inner.pause_capsule(&req).await?;
+        resp.capsule.ok_or_else(missing("PauseCapsuleResponse.capsule"))
     }
 
     pub async fn resume_capsule(
         &self,
         req: pb::ResumeCapsuleRequest,
     ) -> Result<pb::CapsuleInfo, RpcError> {
-        let resp: pb::ResumeCapsuleResponse = self.call("ResumeCapsule", req).await?;
-        resp.capsule
-            .ok_or_else(missing("ResumeCapsuleResponse.capsule"))
+        let resp = self.inner.resume_capsule(&req).await?;
+        resp.capsule.ok_or_else(missing("ResumeCapsuleResponse.capsule"))
     }
 
     pub async fn ping_capsule(&self, capsule_id: &str) -> Result<(), RpcError> {
-        let _: pb::PingCapsuleResponse = self
-            .call(
-                "PingCapsule",
-                pb::PingCapsuleRequest {
-                    capsule_id: capsule_id.into(),
-                },
-            )
-            .await?;
-        Ok(())
+        let req = pb::PingCapsuleRequest {
+            capsule_id: capsule_id.into(),
+        };
+        self.inner.ping_capsule(&req).await.map(drop)
     }
 
     pub async fn list_capsules(&self) -> Result<pb::ListCapsulesResponse, RpcError> {
-        self.call("ListCapsules", pb::ListCapsulesRequest {}).await
+        self.inner.list_capsules(&pb::ListCapsulesRequest {}).await
     }
 
     pub async fn metrics(&self, capsule_id: &str) -> Result<Vec<pb::CapsuleMetrics>, RpcError> {
-        let resp: pb::GetMetricsResponse = self
-            .call(
-                "GetMetrics",
-                pb::GetMetricsRequest {
-                    capsule_id: capsule_id.into(),
-                },
-            )
-            .await?;
-        Ok(resp.metrics)
+        let req = pb::GetMetricsRequest {
+            capsule_id: capsule_id.into(),
+        };
+        Ok(self.inner.get_metrics(&req).await?.metrics)
     }
 
     pub async fn host_info(&self) -> Result<pb::GetHostInfoResponse, RpcError> {
-        self.call("GetHostInfo", pb::GetHostInfoRequest {}).await
+        self.inner.get_host_info(&pb::GetHostInfoRequest {}).await
     }
 
     pub async fn snapshot_capsule(
@@ -120,56 +88,45 @@ impl AgentClient {
         template: &str,
         overwrite: bool,
     ) -> Result<pb::TemplateInfo, RpcError> {
-        let resp: pb::SnapshotCapsuleResponse = self
-            .call(
-                "SnapshotCapsule",
-                pb::SnapshotCapsuleRequest {
-                    capsule_id: capsule_id.into(),
-                    template: template.into(),
-                    overwrite,
-                },
-            )
-            .await?;
+        let req = pb::SnapshotCapsuleRequest {
+            capsule_id: capsule_id.into(),
+            template: template.into(),
+            overwrite,
+        };
+        let resp = self.inner.snapshot_capsule(&req).await?;
         resp.template
             .ok_or_else(missing("SnapshotCapsuleResponse.template"))
     }
 
     pub async fn delete_template(&self, template: &str) -> Result<(), RpcError> {
-        let _: pb::DeleteTemplateResponse = self
-            .call(
-                "DeleteTemplate",
-                pb::DeleteTemplateRequest {
-                    template: template.into(),
-                },
-            )
-            .await?;
-        Ok(())
-    }
-
-    pub async fn terminate(&self) -> Result<(), RpcError> {
-        let _: pb::TerminateResponse = self.call("Terminate", pb::TerminateRequest {}).await?;
-        Ok(())
+        let req = pb::DeleteTemplateRequest {
+            template: template.into(),
+        };
+        self.inner.delete_template(&req).await.map(drop)
     }
 }
 
 fn missing(field: &'static str) -> impl FnOnce() -> RpcError {
-    move || RpcError::Status {
-        code: "internal".into(),
-        message: format!("agent response lacks {field}"),
-    }
+    move || ConnectError::new(Code::Internal, format!("agent response lacks {field}"))
+}
+
+/// Whether an error means "it did not happen" (the state can be settled
+/// now) rather than "we do not know" (left to the reconciler).
+pub fn is_definite(err: &RpcError) -> bool {
+    !matches!(err.code, Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Canceled)
 }
 
 /// Maps an agent or envd error to the REST error users see.
 pub fn rpc_to_api(err: RpcError) -> ApiError {
-    let msg = err.message();
-    match err.code() {
-        "not_found" => ApiError::NotFound(msg),
-        "invalid_argument" | "out_of_range" => ApiError::InvalidRequest(msg),
-        "failed_precondition" | "aborted" => ApiError::InvalidState(msg),
-        "already_exists" => ApiError::AlreadyExists(msg),
-        "resource_exhausted" => ApiError::HostUnavailable(msg),
-        "unavailable" => ApiError::HostUnavailable(format!("capsule host is unreachable: {msg}")),
-        "deadline_exceeded" => ApiError::Timeout(msg),
+    let msg = err.message;
+    match err.code {
+        Code::NotFound => ApiError::NotFound(msg),
+        Code::InvalidArgument | Code::OutOfRange => ApiError::InvalidRequest(msg),
+        Code::FailedPrecondition | Code::Aborted => ApiError::InvalidState(msg),
+        Code::AlreadyExists => ApiError::AlreadyExists(msg),
+        Code::ResourceExhausted => ApiError::HostUnavailable(msg),
+        Code::Unavailable => ApiError::HostUnavailable(format!("capsule host is unreachable: {msg}")),
+        Code::DeadlineExceeded => ApiError::Timeout(msg),
         _ => ApiError::Agent(msg),
     }
 }
@@ -178,33 +135,20 @@ pub fn rpc_to_api(err: RpcError) -> ApiError {
 mod tests {
     use super::*;
 
-    fn status(code: &str) -> RpcError {
-        RpcError::Status {
-            code: code.into(),
-            message: "m".into(),
-        }
+    fn err(code: Code) -> RpcError {
+        ConnectError::new(code, "m")
     }
 
     #[test]
     fn maps_codes_to_rest_errors() {
-        assert_eq!(rpc_to_api(status("not_found")).status(), 404);
-        assert_eq!(rpc_to_api(status("invalid_argument")).status(), 400);
-        assert_eq!(
-            rpc_to_api(status("failed_precondition")).code(),
-            "invalid_state"
-        );
-        assert_eq!(
-            rpc_to_api(status("already_exists")).code(),
-            "already_exists"
-        );
-        assert_eq!(rpc_to_api(status("internal")).code(), "agent_error");
-        assert_eq!(
-            rpc_to_api(RpcError::Transport("refused".into())).code(),
-            "host_unavailable"
-        );
-        assert_eq!(
-            rpc_to_api(RpcError::Timeout(Duration::from_secs(1))).status(),
-            504
-        );
+        assert_eq!(rpc_to_api(err(Code::NotFound)).status(), 404);
+        assert_eq!(rpc_to_api(err(Code::InvalidArgument)).status(), 400);
+        assert_eq!(rpc_to_api(err(Code::FailedPrecondition)).code(), "invalid_state");
+        assert_eq!(rpc_to_api(err(Code::AlreadyExists)).code(), "already_exists");
+        assert_eq!(rpc_to_api(err(Code::Internal)).code(), "agent_error");
+        assert_eq!(rpc_to_api(err(Code::Unavailable)).code(), "host_unavailable");
+        assert_eq!(rpc_to_api(err(Code::DeadlineExceeded)).status(), 504);
+        assert!(is_definite(&err(Code::NotFound)));
+        assert!(!is_definite(&err(Code::Unavailable)));
     }
 }

@@ -10,18 +10,21 @@ use sqlx::PgPool;
 use crate::agent_client::AgentClient;
 use crate::auth::jwt::JwtKeys;
 use crate::config::ControlConfig;
-use crate::connect::ConnectClient;
 use crate::db::hosts::HostConn;
 use crate::envd_client::EnvdClient;
 use crate::error::ApiError;
 use crate::events::EventHub;
+use crate::rpc::RpcClients;
+use crate::transfer::{self, HttpClient};
 
 #[derive(Debug)]
 pub struct Inner {
     pub db: PgPool,
     pub cfg: ControlConfig,
     pub jwt: JwtKeys,
-    pub rpc: ConnectClient,
+    pub rpc: RpcClients,
+    /// envd `/files` transfers.
+    pub files: HttpClient,
     pub events: EventHub,
 }
 
@@ -38,11 +41,13 @@ impl Deref for AppState {
 impl AppState {
     pub fn new(db: PgPool, cfg: ControlConfig, jwt_secret: &str) -> Self {
         let jwt = JwtKeys::new(jwt_secret, cfg.jwt_ttl_secs);
+        let rpc = RpcClients::new(cfg.agent_timeout());
         Self(Arc::new(Inner {
             db,
             cfg,
             jwt,
-            rpc: ConnectClient::new(),
+            rpc,
+            files: transfer::http_client(),
             events: EventHub::new(),
         }))
     }
@@ -50,12 +55,7 @@ impl AppState {
     /// The lifecycle client of `host`.
     pub fn agent(&self, host: &HostConn) -> Result<AgentClient, ApiError> {
         let (addr, token) = host.rpc()?;
-        Ok(AgentClient::new(
-            self.rpc.clone(),
-            addr,
-            token,
-            self.cfg.agent_timeout(),
-        ))
+        AgentClient::new(&self.rpc, addr, token)
     }
 
     /// envd of `capsule_id` on `host`, acting as `user`.
@@ -73,12 +73,6 @@ impl AppState {
             .ok_or_else(|| {
                 ApiError::HostUnavailable("host has not reported its proxy address yet".into())
             })?;
-        Ok(EnvdClient::via_relay(
-            self.rpc.clone(),
-            proxy,
-            capsule_id,
-            token,
-            user,
-        ))
+        EnvdClient::via_relay(&self.rpc, self.files.clone(), proxy, capsule_id, token, user)
     }
 }

@@ -13,22 +13,29 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http::{Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
+use warren_proto::connect::{Client, MessageStream};
 use warren_proto::{filesystem as fs, process as pr};
 
-use crate::connect::{BoxError, ConnectClient, Endpoint, MessageStream, ReqBody, RpcError};
+use crate::agent_client::RpcError;
 use crate::error::ApiError;
+use crate::rpc::RpcClients;
+use crate::transfer::{self, BoxError, Endpoint, HttpClient, ReqBody};
 
 /// envd's port inside every capsule.
 pub const ENVD_PORT: u16 = 49983;
-const UNARY_TIMEOUT: Duration = Duration::from_secs(30);
-const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct EnvdClient {
-    rpc: ConnectClient,
-    endpoint: Endpoint,
+    /// Unary calls (bounded by a timeout).
+    process: pr::ProcessClient,
+    /// Start and Connect: streams without a deadline.
+    streams: pr::ProcessClient,
+    fs: fs::FilesystemClient,
+    files: Endpoint,
+    http: HttpClient,
     user: String,
 }
 
@@ -43,141 +50,94 @@ pub fn selector(s: &str) -> pr::ProcessSelector {
     }
 }
 
+fn with_headers(client: &Client, headers: &HeaderMap) -> Client {
+    headers
+        .iter()
+        .fold(client.clone(), |c, (k, v)| c.with_header(k.clone(), v.clone()))
+}
+
 impl EnvdClient {
     /// envd of `capsule_id` through the relay at `proxy_address`.
     pub fn via_relay(
-        rpc: ConnectClient,
+        rpc: &RpcClients,
+        http: HttpClient,
         proxy_address: &str,
         capsule_id: &str,
         agent_token: &str,
         user: &str,
-    ) -> Self {
-        let endpoint = Endpoint::new(proxy_address)
-            .with_header("e2b-sandbox-id", capsule_id)
-            .with_header("e2b-sandbox-port", &ENVD_PORT.to_string())
-            .with_header("x-warren-agent-token", agent_token);
-        Self::direct(rpc, endpoint, user)
+    ) -> Result<Self, ApiError> {
+        let mut headers = HeaderMap::new();
+        transfer::header(&mut headers, "e2b-sandbox-id", capsule_id);
+        transfer::header(&mut headers, "e2b-sandbox-port", &ENVD_PORT.to_string());
+        transfer::header(&mut headers, "x-warren-agent-token", agent_token);
+        Self::direct(rpc, http, proxy_address, headers, user)
     }
 
-    /// envd at `endpoint` (tests point this at a local envd).
-    pub fn direct(rpc: ConnectClient, endpoint: Endpoint, user: &str) -> Self {
+    /// envd at `addr` with `headers` on every request (tests point this
+    /// straight at a local envd, with no headers).
+    pub fn direct(
+        rpc: &RpcClients,
+        http: HttpClient,
+        addr: &str,
+        mut headers: HeaderMap,
+        user: &str,
+    ) -> Result<Self, ApiError> {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
-        let endpoint = endpoint.with_header("authorization", &format!("Basic {basic}"));
-        Self {
-            rpc,
-            endpoint,
+        let auth = HeaderValue::from_str(&format!("Basic {basic}"))
+            .map_err(|_| ApiError::invalid("user name is not a valid header value"))?;
+        headers.insert(http::header::AUTHORIZATION, auth);
+        let (unary, streams) = rpc
+            .clients(addr)
+            .map_err(|e| ApiError::HostUnavailable(format!("bad relay address {addr}: {}", e.message)))?;
+        let unary = with_headers(&unary, &headers);
+        Ok(Self {
+            process: pr::ProcessClient::new(unary.clone()),
+            streams: pr::ProcessClient::new(with_headers(&streams, &headers)),
+            fs: fs::FilesystemClient::new(unary),
+            files: Endpoint::new(addr, headers),
+            http,
             user: user.to_string(),
-        }
+        })
     }
 
-    pub async fn start(
-        &self,
-        req: pr::StartRequest,
-    ) -> Result<MessageStream<pr::StartResponse>, RpcError> {
-        self.rpc
-            .server_stream(
-                &self.endpoint,
-                "/process.Process/Start",
-                &req,
-                STREAM_OPEN_TIMEOUT,
-            )
-            .await
+    pub async fn start(&self, req: pr::StartRequest) -> Result<MessageStream<pr::StartResponse>, RpcError> {
+        self.streams.start(&req).await
     }
 
-    pub async fn connect(
-        &self,
-        sel: pr::ProcessSelector,
-    ) -> Result<MessageStream<pr::ConnectResponse>, RpcError> {
-        let req = pr::ConnectRequest { process: Some(sel) };
-        self.rpc
-            .server_stream(
-                &self.endpoint,
-                "/process.Process/Connect",
-                &req,
-                STREAM_OPEN_TIMEOUT,
-            )
-            .await
+    pub async fn connect(&self, sel: pr::ProcessSelector) -> Result<MessageStream<pr::ConnectResponse>, RpcError> {
+        self.streams.connect(&pr::ConnectRequest { process: Some(sel) }).await
     }
 
     pub async fn list(&self) -> Result<Vec<pr::ProcessInfo>, RpcError> {
-        let resp: pr::ListResponse = self
-            .rpc
-            .unary(
-                &self.endpoint,
-                "/process.Process/List",
-                &pr::ListRequest {},
-                UNARY_TIMEOUT,
-            )
-            .await?;
-        Ok(resp.processes)
+        Ok(self.process.list(&pr::ListRequest {}).await?.processes)
     }
 
-    pub async fn signal(
-        &self,
-        sel: pr::ProcessSelector,
-        signal: pr::Signal,
-    ) -> Result<(), RpcError> {
+    pub async fn signal(&self, sel: pr::ProcessSelector, signal: pr::Signal) -> Result<(), RpcError> {
         let req = pr::SendSignalRequest {
             process: Some(sel),
             signal: signal as i32,
         };
-        let _: pr::SendSignalResponse = self
-            .rpc
-            .unary(
-                &self.endpoint,
-                "/process.Process/SendSignal",
-                &req,
-                UNARY_TIMEOUT,
-            )
-            .await?;
-        Ok(())
+        self.process.send_signal(&req).await.map(drop)
     }
 
-    pub async fn send_pty_input(
-        &self,
-        sel: pr::ProcessSelector,
-        data: Bytes,
-    ) -> Result<(), RpcError> {
+    pub async fn send_pty_input(&self, sel: pr::ProcessSelector, data: Bytes) -> Result<(), RpcError> {
         let req = pr::SendInputRequest {
             process: Some(sel),
             input: Some(pr::ProcessInput {
                 input: Some(pr::process_input::Input::Pty(data)),
             }),
         };
-        let _: pr::SendInputResponse = self
-            .rpc
-            .unary(
-                &self.endpoint,
-                "/process.Process/SendInput",
-                &req,
-                UNARY_TIMEOUT,
-            )
-            .await?;
-        Ok(())
+        self.process.send_input(&req).await.map(drop)
     }
 
-    pub async fn resize_pty(
-        &self,
-        sel: pr::ProcessSelector,
-        cols: u32,
-        rows: u32,
-    ) -> Result<(), RpcError> {
+    pub async fn resize_pty(&self, sel: pr::ProcessSelector, cols: u32, rows: u32) -> Result<(), RpcError> {
         let req = pr::UpdateRequest {
             process: Some(sel),
             pty: Some(pr::Pty {
                 size: Some(pr::pty::Size { cols, rows }),
             }),
         };
-        let _: pr::UpdateResponse = self
-            .rpc
-            .unary(
-                &self.endpoint,
-                "/process.Process/Update",
-                &req,
-                UNARY_TIMEOUT,
-            )
-            .await?;
-        Ok(())
+        self.process.update(&req).await.map(drop)
     }
 
     pub async fn list_dir(&self, path: &str, depth: u32) -> Result<Vec<fs::EntryInfo>, RpcError> {
@@ -185,58 +145,19 @@ impl EnvdClient {
             path: path.into(),
             depth,
         };
-        let resp: fs::ListDirResponse = self
-            .rpc
-            .unary(
-                &self.endpoint,
-                "/filesystem.Filesystem/ListDir",
-                &req,
-                UNARY_TIMEOUT,
-            )
-            .await?;
-        Ok(resp.entries)
+        Ok(self.fs.list_dir(&req).await?.entries)
     }
 
     pub async fn make_dir(&self, path: &str) -> Result<Option<fs::EntryInfo>, RpcError> {
-        let req = fs::MakeDirRequest { path: path.into() };
-        let resp: fs::MakeDirResponse = self
-            .rpc
-            .unary(
-                &self.endpoint,
-                "/filesystem.Filesystem/MakeDir",
-                &req,
-                UNARY_TIMEOUT,
-            )
-            .await?;
-        Ok(resp.entry)
+        Ok(self.fs.make_dir(&fs::MakeDirRequest { path: path.into() }).await?.entry)
     }
 
     pub async fn remove(&self, path: &str) -> Result<(), RpcError> {
-        let req = fs::RemoveRequest { path: path.into() };
-        let _: fs::RemoveResponse = self
-            .rpc
-            .unary(
-                &self.endpoint,
-                "/filesystem.Filesystem/Remove",
-                &req,
-                UNARY_TIMEOUT,
-            )
-            .await?;
-        Ok(())
+        self.fs.remove(&fs::RemoveRequest { path: path.into() }).await.map(drop)
     }
 
     pub async fn stat(&self, path: &str) -> Result<Option<fs::EntryInfo>, RpcError> {
-        let req = fs::StatRequest { path: path.into() };
-        let resp: fs::StatResponse = self
-            .rpc
-            .unary(
-                &self.endpoint,
-                "/filesystem.Filesystem/Stat",
-                &req,
-                UNARY_TIMEOUT,
-            )
-            .await?;
-        Ok(resp.entry)
+        Ok(self.fs.stat(&fs::StatRequest { path: path.into() }).await?.entry)
     }
 
     fn files_path(&self, path: &str) -> String {
@@ -251,9 +172,9 @@ impl EnvdClient {
     /// passed on chunk by chunk.
     pub async fn download(&self, path: &str) -> Result<hyper::body::Incoming, ApiError> {
         let req = self
-            .endpoint
+            .files
             .request(Method::GET, &self.files_path(path))
-            .body(crate::connect::full_body(Bytes::new()))
+            .body(transfer::full_body(Bytes::new()))
             .map_err(ApiError::internal)?;
         let resp = self.send(req).await?;
         Ok(resp.into_body())
@@ -277,7 +198,7 @@ impl EnvdClient {
             .map(|r| r.map(hyper::body::Frame::data));
         let body: ReqBody = StreamBody::new(parts).boxed_unsync();
         let req = self
-            .endpoint
+            .files
             .request(Method::POST, &self.files_path(path))
             .header(
                 http::header::CONTENT_TYPE,
@@ -293,7 +214,7 @@ impl EnvdClient {
         req: http::Request<ReqBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
         let resp =
-            tokio::time::timeout(STREAM_OPEN_TIMEOUT, self.rpc.streaming_http().request(req))
+            tokio::time::timeout(OPEN_TIMEOUT, self.http.request(req))
                 .await
                 .map_err(|_| ApiError::Timeout("envd did not answer".into()))?
                 .map_err(|e| ApiError::HostUnavailable(format!("capsule unreachable: {e}")))?;

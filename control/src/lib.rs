@@ -11,7 +11,8 @@
 //!   the agent; [`reconciler`] finishes what a dead replica left half-done
 //!   and keeps each host's capsules in sync; [`monitor`] watches heartbeats.
 //! - [`scheduler`]: placement (pure function).
-//! - [`agent_client`], [`envd_client`] over [`connect`]: the RPC clients.
+//! - [`agent_client`], [`envd_client`] over [`rpc`] (Connect, from
+//!   `warren_proto::connect`) and [`transfer`] (envd's `/files`).
 //! - [`events`]: LISTEN/NOTIFY fan-out for the SSE stream; [`audit`]: the
 //!   audit trail middleware.
 //! - [`server`]: wiring and the background loops; [`cli`]: `warren`.
@@ -23,7 +24,6 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod connect;
 pub mod db;
 pub mod envd_client;
 pub mod error;
@@ -32,6 +32,8 @@ pub mod ids;
 pub mod lifecycle;
 pub mod monitor;
 pub mod reconciler;
+pub mod rpc;
 pub mod scheduler;
 pub mod server;
 pub mod status;
+pub mod transfer;

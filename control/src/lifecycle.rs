@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use warren_proto::agent::v1 as pb;
+use warren_proto::connect::Code;
 
-use crate::agent_client::rpc_to_api;
+use crate::agent_client::{is_definite, rpc_to_api};
 use crate::app::AppState;
-use crate::connect::RpcError;
 use crate::db::capsules::{self, CapsuleRow, Change};
 use crate::db::hosts;
 use crate::db::templates::{self, TemplateRow};
@@ -153,12 +153,6 @@ async fn action_event(app: &AppState, row: &CapsuleRow, event: &str, err: Option
     }
 }
 
-/// Whether an agent error means "it did not happen" (so the state can be
-/// settled now) rather than "we do not know" (left to the reconciler).
-fn is_definite(err: &RpcError) -> bool {
-    matches!(err, RpcError::Status { code, .. } if code != "unavailable" && code != "deadline_exceeded" && code != "unknown")
-}
-
 /// Runs `fut` on its own task so a dropped request does not cancel it.
 async fn detached<T: Send + 'static>(
     fut: impl Future<Output = T> + Send + 'static,
@@ -284,7 +278,7 @@ pub async fn drive_create(
         Ok(Ok(_)) => settle(app, &row, &[Starting], Running, None)
             .await
             .map_err(|e| (row, e)),
-        Ok(Err(e)) if e.code() == "already_exists" => {
+        Ok(Err(e)) if e.code == Code::AlreadyExists => {
             // A retry of a create the agent already did.
             settle(app, &row, &[Starting], Running, None)
                 .await
@@ -386,7 +380,7 @@ pub async fn drive_destroy(app: &AppState, row: CapsuleRow) -> ApiResult<Capsule
     let agent = app.agent(&host)?;
     match agent.destroy_capsule(&row.id).await {
         Ok(()) => settle(app, &row, &[Stopping], Stopped, None).await,
-        Err(e) if e.code() == "not_found" => settle(app, &row, &[Stopping], Stopped, None).await,
+        Err(e) if e.code == Code::NotFound => settle(app, &row, &[Stopping], Stopped, None).await,
         Err(e) => {
             tracing::warn!(capsule = %row.id, error = %e, "destroy not confirmed; will retry");
             Ok(row)

@@ -24,7 +24,7 @@ use super::session::{CapsuleSession, check_env, check_path, ws_fail, ws_json, ws
 use crate::agent_client::rpc_to_api;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::connect::MessageStream;
+use warren_proto::connect::MessageStream;
 use crate::envd_client::selector;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 

@@ -21,7 +21,7 @@ use super::session::{CapsuleSession, check_path};
 use crate::agent_client::rpc_to_api;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::connect::BoxError;
+use crate::transfer::BoxError;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 #[derive(Debug, Deserialize, ToSchema)]

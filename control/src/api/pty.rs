@@ -31,7 +31,7 @@ use super::session::{CapsuleSession, check_env, ws_fail, ws_json, ws_principal};
 use crate::agent_client::rpc_to_api;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::connect::MessageStream;
+use warren_proto::connect::MessageStream;
 use crate::envd_client::selector;
 use crate::error::ApiError;
 
@@ -73,7 +73,7 @@ enum Events {
 }
 
 impl Events {
-    async fn next(&mut self) -> Option<Result<Option<pr::ProcessEvent>, crate::connect::RpcError>> {
+    async fn next(&mut self) -> Option<Result<Option<pr::ProcessEvent>, crate::agent_client::RpcError>> {
         match self {
             Self::Start(s) => s.next().await.map(|r| r.map(|m| m.event)),
             Self::Connect(s) => s.next().await.map(|r| r.map(|m| m.event)),

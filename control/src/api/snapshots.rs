@@ -152,7 +152,7 @@ pub async fn delete_everywhere(app: &AppState, tpl: &TemplateRow) -> ApiResult<(
         let host = hosts::conn(&app.db, &host_id).await?;
         match app.agent(&host)?.delete_template(&tpl.agent_name).await {
             Ok(()) => {}
-            Err(e) if e.code() == "not_found" => {}
+            Err(e) if e.code == warren_proto::connect::Code::NotFound => {}
             Err(e) => {
                 return Err(match rpc_to_api(e) {
                     ApiError::HostUnavailable(m) => {
