@@ -34,7 +34,8 @@ impl AgentClient {
         req: pb::CreateCapsuleRequest,
     ) -> Result<pb::CapsuleInfo, RpcError> {
         let resp = self.inner.create_capsule(&req).await?;
-        resp.capsule.ok_or_else(missing("CreateCapsuleResponse.capsule"))
+        resp.capsule
+            .ok_or_else(missing("CreateCapsuleResponse.capsule"))
     }
 
     pub async fn destroy_capsule(&self, capsule_id: &str) -> Result<(), RpcError> {
@@ -49,7 +50,8 @@ impl AgentClient {
             capsule_id: capsule_id.into(),
         };
         let resp = self.inner.pause_capsule(&req).await?;
-        resp.capsule.ok_or_else(missing("PauseCapsuleResponse.capsule"))
+        resp.capsule
+            .ok_or_else(missing("PauseCapsuleResponse.capsule"))
     }
 
     pub async fn resume_capsule(
@@ -57,7 +59,8 @@ impl AgentClient {
         req: pb::ResumeCapsuleRequest,
     ) -> Result<pb::CapsuleInfo, RpcError> {
         let resp = self.inner.resume_capsule(&req).await?;
-        resp.capsule.ok_or_else(missing("ResumeCapsuleResponse.capsule"))
+        resp.capsule
+            .ok_or_else(missing("ResumeCapsuleResponse.capsule"))
     }
 
     pub async fn ping_capsule(&self, capsule_id: &str) -> Result<(), RpcError> {
@@ -113,7 +116,10 @@ fn missing(field: &'static str) -> impl FnOnce() -> RpcError {
 /// Whether an error means "it did not happen" (the state can be settled
 /// now) rather than "we do not know" (left to the reconciler).
 pub fn is_definite(err: &RpcError) -> bool {
-    !matches!(err.code, Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Canceled)
+    !matches!(
+        err.code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Canceled
+    )
 }
 
 /// Maps an agent or envd error to the REST error users see.
@@ -125,7 +131,9 @@ pub fn rpc_to_api(err: RpcError) -> ApiError {
         Code::FailedPrecondition | Code::Aborted => ApiError::InvalidState(msg),
         Code::AlreadyExists => ApiError::AlreadyExists(msg),
         Code::ResourceExhausted => ApiError::HostUnavailable(msg),
-        Code::Unavailable => ApiError::HostUnavailable(format!("capsule host is unreachable: {msg}")),
+        Code::Unavailable => {
+            ApiError::HostUnavailable(format!("capsule host is unreachable: {msg}"))
+        }
         Code::DeadlineExceeded => ApiError::Timeout(msg),
         _ => ApiError::Agent(msg),
     }
@@ -143,10 +151,19 @@ mod tests {
     fn maps_codes_to_rest_errors() {
         assert_eq!(rpc_to_api(err(Code::NotFound)).status(), 404);
         assert_eq!(rpc_to_api(err(Code::InvalidArgument)).status(), 400);
-        assert_eq!(rpc_to_api(err(Code::FailedPrecondition)).code(), "invalid_state");
-        assert_eq!(rpc_to_api(err(Code::AlreadyExists)).code(), "already_exists");
+        assert_eq!(
+            rpc_to_api(err(Code::FailedPrecondition)).code(),
+            "invalid_state"
+        );
+        assert_eq!(
+            rpc_to_api(err(Code::AlreadyExists)).code(),
+            "already_exists"
+        );
         assert_eq!(rpc_to_api(err(Code::Internal)).code(), "agent_error");
-        assert_eq!(rpc_to_api(err(Code::Unavailable)).code(), "host_unavailable");
+        assert_eq!(
+            rpc_to_api(err(Code::Unavailable)).code(),
+            "host_unavailable"
+        );
         assert_eq!(rpc_to_api(err(Code::DeadlineExceeded)).status(), 504);
         assert!(is_definite(&err(Code::NotFound)));
         assert!(!is_definite(&err(Code::Unavailable)));

@@ -73,6 +73,13 @@ impl AppState {
             .ok_or_else(|| {
                 ApiError::HostUnavailable("host has not reported its proxy address yet".into())
             })?;
-        EnvdClient::via_relay(&self.rpc, self.files.clone(), proxy, capsule_id, token, user)
+        EnvdClient::via_relay(
+            &self.rpc,
+            self.files.clone(),
+            proxy,
+            capsule_id,
+            token,
+            user,
+        )
     }
 }

@@ -51,9 +51,9 @@ pub fn selector(s: &str) -> pr::ProcessSelector {
 }
 
 fn with_headers(client: &Client, headers: &HeaderMap) -> Client {
-    headers
-        .iter()
-        .fold(client.clone(), |c, (k, v)| c.with_header(k.clone(), v.clone()))
+    headers.iter().fold(client.clone(), |c, (k, v)| {
+        c.with_header(k.clone(), v.clone())
+    })
 }
 
 impl EnvdClient {
@@ -86,9 +86,9 @@ impl EnvdClient {
         let auth = HeaderValue::from_str(&format!("Basic {basic}"))
             .map_err(|_| ApiError::invalid("user name is not a valid header value"))?;
         headers.insert(http::header::AUTHORIZATION, auth);
-        let (unary, streams) = rpc
-            .clients(addr)
-            .map_err(|e| ApiError::HostUnavailable(format!("bad relay address {addr}: {}", e.message)))?;
+        let (unary, streams) = rpc.clients(addr).map_err(|e| {
+            ApiError::HostUnavailable(format!("bad relay address {addr}: {}", e.message))
+        })?;
         let unary = with_headers(&unary, &headers);
         Ok(Self {
             process: pr::ProcessClient::new(unary.clone()),
@@ -100,19 +100,31 @@ impl EnvdClient {
         })
     }
 
-    pub async fn start(&self, req: pr::StartRequest) -> Result<MessageStream<pr::StartResponse>, RpcError> {
+    pub async fn start(
+        &self,
+        req: pr::StartRequest,
+    ) -> Result<MessageStream<pr::StartResponse>, RpcError> {
         self.streams.start(&req).await
     }
 
-    pub async fn connect(&self, sel: pr::ProcessSelector) -> Result<MessageStream<pr::ConnectResponse>, RpcError> {
-        self.streams.connect(&pr::ConnectRequest { process: Some(sel) }).await
+    pub async fn connect(
+        &self,
+        sel: pr::ProcessSelector,
+    ) -> Result<MessageStream<pr::ConnectResponse>, RpcError> {
+        self.streams
+            .connect(&pr::ConnectRequest { process: Some(sel) })
+            .await
     }
 
     pub async fn list(&self) -> Result<Vec<pr::ProcessInfo>, RpcError> {
         Ok(self.process.list(&pr::ListRequest {}).await?.processes)
     }
 
-    pub async fn signal(&self, sel: pr::ProcessSelector, signal: pr::Signal) -> Result<(), RpcError> {
+    pub async fn signal(
+        &self,
+        sel: pr::ProcessSelector,
+        signal: pr::Signal,
+    ) -> Result<(), RpcError> {
         let req = pr::SendSignalRequest {
             process: Some(sel),
             signal: signal as i32,
@@ -120,7 +132,11 @@ impl EnvdClient {
         self.process.send_signal(&req).await.map(drop)
     }
 
-    pub async fn send_pty_input(&self, sel: pr::ProcessSelector, data: Bytes) -> Result<(), RpcError> {
+    pub async fn send_pty_input(
+        &self,
+        sel: pr::ProcessSelector,
+        data: Bytes,
+    ) -> Result<(), RpcError> {
         let req = pr::SendInputRequest {
             process: Some(sel),
             input: Some(pr::ProcessInput {
@@ -130,7 +146,12 @@ impl EnvdClient {
         self.process.send_input(&req).await.map(drop)
     }
 
-    pub async fn resize_pty(&self, sel: pr::ProcessSelector, cols: u32, rows: u32) -> Result<(), RpcError> {
+    pub async fn resize_pty(
+        &self,
+        sel: pr::ProcessSelector,
+        cols: u32,
+        rows: u32,
+    ) -> Result<(), RpcError> {
         let req = pr::UpdateRequest {
             process: Some(sel),
             pty: Some(pr::Pty {
@@ -149,15 +170,26 @@ impl EnvdClient {
     }
 
     pub async fn make_dir(&self, path: &str) -> Result<Option<fs::EntryInfo>, RpcError> {
-        Ok(self.fs.make_dir(&fs::MakeDirRequest { path: path.into() }).await?.entry)
+        Ok(self
+            .fs
+            .make_dir(&fs::MakeDirRequest { path: path.into() })
+            .await?
+            .entry)
     }
 
     pub async fn remove(&self, path: &str) -> Result<(), RpcError> {
-        self.fs.remove(&fs::RemoveRequest { path: path.into() }).await.map(drop)
+        self.fs
+            .remove(&fs::RemoveRequest { path: path.into() })
+            .await
+            .map(drop)
     }
 
     pub async fn stat(&self, path: &str) -> Result<Option<fs::EntryInfo>, RpcError> {
-        Ok(self.fs.stat(&fs::StatRequest { path: path.into() }).await?.entry)
+        Ok(self
+            .fs
+            .stat(&fs::StatRequest { path: path.into() })
+            .await?
+            .entry)
     }
 
     fn files_path(&self, path: &str) -> String {
@@ -213,11 +245,10 @@ impl EnvdClient {
         &self,
         req: http::Request<ReqBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
-        let resp =
-            tokio::time::timeout(OPEN_TIMEOUT, self.http.request(req))
-                .await
-                .map_err(|_| ApiError::Timeout("envd did not answer".into()))?
-                .map_err(|e| ApiError::HostUnavailable(format!("capsule unreachable: {e}")))?;
+        let resp = tokio::time::timeout(OPEN_TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| ApiError::Timeout("envd did not answer".into()))?
+            .map_err(|e| ApiError::HostUnavailable(format!("capsule unreachable: {e}")))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

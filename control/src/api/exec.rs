@@ -24,9 +24,9 @@ use super::session::{CapsuleSession, check_env, check_path, ws_fail, ws_json, ws
 use crate::agent_client::rpc_to_api;
 use crate::app::AppState;
 use crate::auth::Principal;
-use warren_proto::connect::MessageStream;
 use crate::envd_client::selector;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use warren_proto::connect::MessageStream;
 
 /// Output a foreground exec keeps (per stream); the rest is dropped.
 const MAX_OUTPUT: usize = 16 << 20;

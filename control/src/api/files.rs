@@ -21,8 +21,8 @@ use super::session::{CapsuleSession, check_path};
 use crate::agent_client::rpc_to_api;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::transfer::BoxError;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::transfer::BoxError;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -31,9 +31,9 @@ use super::session::{CapsuleSession, check_env, ws_fail, ws_json, ws_principal};
 use crate::agent_client::rpc_to_api;
 use crate::app::AppState;
 use crate::auth::Principal;
-use warren_proto::connect::MessageStream;
 use crate::envd_client::selector;
 use crate::error::ApiError;
+use warren_proto::connect::MessageStream;
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 
@@ -73,7 +73,9 @@ enum Events {
 }
 
 impl Events {
-    async fn next(&mut self) -> Option<Result<Option<pr::ProcessEvent>, crate::agent_client::RpcError>> {
+    async fn next(
+        &mut self,
+    ) -> Option<Result<Option<pr::ProcessEvent>, crate::agent_client::RpcError>> {
         match self {
             Self::Start(s) => s.next().await.map(|r| r.map(|m| m.event)),
             Self::Connect(s) => s.next().await.map(|r| r.map(|m| m.event)),

@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod bad_input;
 mod hosts;
+mod in_capsule;
 mod isolation;
 mod lifecycle;
 mod replicas;

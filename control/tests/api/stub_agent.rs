@@ -25,6 +25,8 @@ pub struct Inner {
     pub create_delay: Duration,
     pub creates: u32,
     pub auto_paused: Vec<String>,
+    /// What GetHostInfo reports as the data plane (where envd is reached).
+    pub proxy_address: String,
 }
 
 #[derive(Clone)]
@@ -145,6 +147,14 @@ async fn handle(
         }
         "GetMetrics" => ok(pb::GetMetricsResponse { metrics: vec![] }),
         "GetHostInfo" => ok(pb::GetHostInfoResponse {
+            proxy_address: {
+                let p = state.lock().expect("lock").proxy_address.clone();
+                if p.is_empty() {
+                    "127.0.0.1:1".into()
+                } else {
+                    p
+                }
+            },
             backend: "namespace".into(),
             vcpus: 2,
             memory_mb: 2048,
@@ -155,7 +165,6 @@ async fn handle(
                 has_memory_snapshot: false,
             }],
             agent_version: "stub".into(),
-            proxy_address: "127.0.0.1:1".into(),
             ..Default::default()
         }),
         _ => error(StatusCode::NOT_FOUND, "unimplemented", "not in the stub"),
