@@ -1,10 +1,13 @@
 //! Wiring: database, state, background loops, the HTTP server, and clean
 //! shutdown on SIGTERM / SIGINT.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -34,7 +37,12 @@ pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
     tasks
 }
 
-/// Serves until `shutdown` resolves.
+/// Clients must send a request's headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight requests get this long to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     app: AppState,
     listener: TcpListener,
@@ -42,17 +50,49 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let tasks = spawn_background(&app);
     let router = api::router(app);
-    let result = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving HTTP");
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(router.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {DRAIN:?}; closing them");
+    }
     for t in tasks {
         t.abort();
     }
-    result
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

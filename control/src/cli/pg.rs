@@ -11,8 +11,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// Debian's location; `WARREN_PG_BIN` overrides.
-const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian installs each Postgres version's binaries.
+const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
 
 #[derive(Debug, Clone)]
 pub struct PgCluster {
@@ -28,14 +28,29 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The Postgres binaries directory, checked.
+/// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb`.
+fn newest_debian_bin() -> Option<PathBuf> {
+    std::fs::read_dir(DEBIAN_ROOT)
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .max_by_key(|(v, _)| *v)
+        .map(|(_, bin)| bin)
+}
+
+/// The Postgres binaries directory: `WARREN_PG_BIN`, else Debian's newest.
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
     let bin = std::env::var_os("WARREN_PG_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_BIN));
+        .or_else(newest_debian_bin)
+        .unwrap_or_else(|| PathBuf::from(DEBIAN_ROOT));
     if !bin.join("initdb").exists() {
         bail!(
-            "Postgres binaries not found in {} (install postgresql-15, or set WARREN_PG_BIN or DATABASE_URL)",
+            "Postgres binaries not found in {} (install postgresql, or set WARREN_PG_BIN or DATABASE_URL)",
             bin.display()
         );
     }
