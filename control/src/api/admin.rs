@@ -14,7 +14,7 @@ use super::extract::ApiJson;
 use crate::app::AppState;
 use crate::audit::{AuditNote, noted};
 use crate::auth::Principal;
-use crate::db::capsules::{self, CapsuleRow, CapsuleView};
+use crate::db::capsules::{self, CapsuleRow, CapsuleView, ser_ts};
 use crate::db::templates::{TemplateRow, TemplateView};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::{ids, lifecycle};
@@ -26,6 +26,8 @@ pub struct AdminTeam {
     pub slug: String,
     pub members: i64,
     pub active_capsules: i64,
+    #[serde(serialize_with = "ser_ts")]
+    #[schema(value_type = String)]
     pub created_at: DateTime<Utc>,
     #[serde(skip)]
     pub deleted_at: Option<DateTime<Utc>>,
@@ -38,6 +40,8 @@ pub struct AdminUser {
     pub name: String,
     pub is_admin: bool,
     pub status: String,
+    #[serde(serialize_with = "ser_ts")]
+    #[schema(value_type = String)]
     pub created_at: DateTime<Utc>,
 }
 

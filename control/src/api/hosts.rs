@@ -30,7 +30,7 @@ use super::extract::{ApiJson, ApiQuery, read_limited};
 use crate::app::AppState;
 use crate::audit::{AuditNote, noted};
 use crate::auth::{Principal, Role};
-use crate::db::capsules::{CapsuleRow, ts};
+use crate::db::capsules::{CapsuleRow, ser_opt_ts, ser_ts};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::{self, Notification};
 use crate::{ids, lifecycle};
@@ -50,31 +50,8 @@ pub struct CreateHostRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct HostView {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub team_id: Option<String>,
-    pub provider: Option<String>,
-    pub availability_zone: Option<String>,
-    pub arch: Option<String>,
-    pub cpu_cores: Option<i32>,
-    pub memory_mb: Option<i64>,
-    pub disk_gb: Option<i32>,
-    pub address: Option<String>,
-    pub proxy_address: Option<String>,
-    pub backend: Option<String>,
-    pub status: String,
-    pub last_heartbeat_at: Option<String>,
-    pub created_by: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub tags: Vec<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
 pub struct CreateHostResponse {
-    pub host: HostView,
+    pub host: Host,
     /// One-time, valid for an hour.
     pub registration_token: String,
 }
@@ -95,7 +72,7 @@ pub struct RegisterRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RegisterResponse {
-    pub host: HostView,
+    pub host: Host,
     /// Send as `X-Host-Token` on heartbeats.
     pub token: String,
     /// What control presents to the agent as `Authorization: Bearer`.
@@ -114,10 +91,12 @@ pub struct DeleteQuery {
     pub force: bool,
 }
 
-#[derive(Debug, FromRow)]
-pub struct HostRow {
+/// A host as the API shows it (and as it is read from the database).
+#[derive(Debug, Serialize, ToSchema, FromRow)]
+pub struct Host {
     pub id: String,
     #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     pub team_id: Option<String>,
     pub provider: Option<String>,
@@ -130,36 +109,17 @@ pub struct HostRow {
     pub proxy_address: Option<String>,
     pub backend: Option<String>,
     pub status: String,
+    #[serde(serialize_with = "ser_opt_ts")]
+    #[schema(value_type = Option<String>)]
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub created_by: Option<String>,
+    #[serde(serialize_with = "ser_ts")]
+    #[schema(value_type = String)]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "ser_ts")]
+    #[schema(value_type = String)]
     pub updated_at: DateTime<Utc>,
     pub tags: Vec<String>,
-}
-
-impl HostRow {
-    pub fn view(self) -> HostView {
-        HostView {
-            id: self.id,
-            kind: self.kind,
-            team_id: self.team_id,
-            provider: self.provider,
-            availability_zone: self.availability_zone,
-            arch: self.arch,
-            cpu_cores: self.cpu_cores,
-            memory_mb: self.memory_mb,
-            disk_gb: self.disk_gb,
-            address: self.address,
-            proxy_address: self.proxy_address,
-            backend: self.backend,
-            status: self.status,
-            last_heartbeat_at: self.last_heartbeat_at.map(ts),
-            created_by: self.created_by,
-            created_at: ts(self.created_at),
-            updated_at: ts(self.updated_at),
-            tags: self.tags,
-        }
-    }
 }
 
 const HOST_SELECT: &str = "SELECT h.id, h.type, h.team_id, h.provider, h.availability_zone, h.arch,
@@ -169,8 +129,8 @@ const HOST_SELECT: &str = "SELECT h.id, h.type, h.team_id, h.provider, h.availab
    FROM hosts h WHERE h.deleted_at IS NULL";
 
 /// A host the caller may see: any for platform admins, else their team's.
-async fn visible_host(app: &AppState, p: &Principal, id: &str) -> ApiResult<HostRow> {
-    sqlx::query_as::<_, HostRow>(&format!(
+async fn visible_host(app: &AppState, p: &Principal, id: &str) -> ApiResult<Host> {
+    sqlx::query_as::<_, Host>(&format!(
         "{HOST_SELECT} AND h.id = $1 AND ($2 OR h.team_id = $3)"
     ))
     .bind(id)
@@ -264,7 +224,7 @@ pub async fn create(
         _ => e.into(),
     })?;
     let token = issue_registration(&app, &id).await?;
-    let host = visible_host(&app, &p, &id).await?.view();
+    let host = visible_host(&app, &p, &id).await?;
     Ok(noted(
         (
             StatusCode::CREATED,
@@ -279,26 +239,26 @@ pub async fn create(
 }
 
 /// Hosts the caller may see.
-#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", responses((status = 200, body = [HostView])))]
-pub async fn list(State(app): State<AppState>, p: Principal) -> ApiResult<Json<Vec<HostView>>> {
-    let rows = sqlx::query_as::<_, HostRow>(&format!(
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", responses((status = 200, body = [Host])))]
+pub async fn list(State(app): State<AppState>, p: Principal) -> ApiResult<Json<Vec<Host>>> {
+    let rows = sqlx::query_as::<_, Host>(&format!(
         "{HOST_SELECT} AND ($1 OR h.team_id = $2) ORDER BY h.created_at"
     ))
     .bind(p.is_admin)
     .bind(&p.team_id)
     .fetch_all(&app.db)
     .await?;
-    Ok(Json(rows.into_iter().map(HostRow::view).collect()))
+    Ok(Json(rows))
 }
 
 #[utoipa::path(get, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)),
-    responses((status = 200, body = HostView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Host), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(app): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-) -> ApiResult<Json<HostView>> {
-    Ok(Json(visible_host(&app, &p, &id).await?.view()))
+) -> ApiResult<Json<Host>> {
+    Ok(Json(visible_host(&app, &p, &id).await?))
 }
 
 /// Remove a host. With capsules on it: 409 listing them, unless `force=true`
@@ -366,7 +326,7 @@ pub async fn regenerate_token(
         return Err(ApiError::InvalidState("host has already registered".into()));
     }
     let token = issue_registration(&app, &id).await?;
-    let host = visible_host(&app, &p, &id).await?.view();
+    let host = visible_host(&app, &p, &id).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreateHostResponse {
@@ -422,11 +382,10 @@ pub async fn register(
     let (id, team) =
         row.ok_or_else(|| ApiError::Unauthorized("invalid or expired registration token".into()))?;
     host_event(&app, &id, team.clone(), "host.up").await;
-    let host = sqlx::query_as::<_, HostRow>(&format!("{HOST_SELECT} AND h.id = $1"))
+    let host = sqlx::query_as::<_, Host>(&format!("{HOST_SELECT} AND h.id = $1"))
         .bind(&id)
         .fetch_one(&app.db)
-        .await?
-        .view();
+        .await?;
     let body = RegisterResponse {
         host,
         token: host_token,

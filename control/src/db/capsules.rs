@@ -64,8 +64,23 @@ pub struct CapsuleView {
     pub error: Option<String>,
 }
 
+/// Timestamps as the API writes them: RFC 3339, seconds, `Z`.
 pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn ser_ts<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ts(*t))
+}
+
+pub fn ser_opt_ts<S: serde::Serializer>(
+    t: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_ts(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 impl CapsuleRow {
