@@ -204,9 +204,12 @@ impl Progress {
     }
 
     pub fn done(self, outcome: &str) {
-        if let Some(t) = &self.task {
-            t.abort();
-            eprintln!("\r\x1b[2K{}: {outcome}", self.label);
+        match &self.task {
+            Some(t) => {
+                t.abort();
+                eprintln!("\r\x1b[2K{}: {outcome}", self.label);
+            }
+            None => eprintln!("{}: {outcome}", self.label),
         }
     }
 }

@@ -86,17 +86,15 @@ fn text(m: Message) -> Option<Value> {
     }
 }
 
-#[tokio::test]
-async fn in_capsule_routes_with_stub_agent_and_local_envd() {
-    let Some(bin) = envd_binary() else {
-        eprintln!(
-            "SKIP in_capsule_routes_with_stub_agent_and_local_envd: no envd binary (cargo build -p envd, or set ENVD_BIN)"
-        );
-        return;
-    };
-    let (_envd, envd_addr) = start_envd(&bin).await;
+/// Control + stand-in agent + local envd, one running capsule of an
+/// administrator's team: (control, agent, envd, API key, capsule id).
+async fn capsule_on_local_envd(
+    bin: &std::path::Path,
+    max_upload: u64,
+) -> (Control, StubAgent, Envd, String, String) {
+    let (envd, envd_addr) = start_envd(bin).await;
     let mut cfg = config(&fresh_db().await);
-    cfg.max_upload_bytes = 1 << 20;
+    cfg.max_upload_bytes = max_upload;
     let c = Control::start(cfg).await;
     let agent = StubAgent::start().await;
     agent.state.lock().expect("lock").proxy_address = envd_addr;
@@ -110,10 +108,25 @@ async fn in_capsule_routes_with_stub_agent_and_local_envd() {
         .execute(&c.app.db)
         .await
         .expect("template user");
-    let k = http.with(&key);
-    let (st, cap) = k.post("/v1/capsules", json!({ "template": "tiny" })).await;
+    let (st, cap) = http
+        .with(&key)
+        .post("/v1/capsules", json!({ "template": "tiny" }))
+        .await;
     assert_eq!(st, 202, "{cap}");
     let id = cap["id"].as_str().expect("id").to_string();
+    (c, agent, envd, key, id)
+}
+
+#[tokio::test]
+async fn in_capsule_routes_with_stub_agent_and_local_envd() {
+    let Some(bin) = envd_binary() else {
+        eprintln!(
+            "SKIP in_capsule_routes_with_stub_agent_and_local_envd: no envd binary (cargo build -p envd, or set ENVD_BIN)"
+        );
+        return;
+    };
+    let (c, _agent, _envd, key, id) = capsule_on_local_envd(&bin, 1 << 20).await;
+    let k = c.client().with(&key);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().expect("utf-8").to_string();
     let p = |s: &str| format!("/v1/capsules/{id}{s}");
@@ -447,5 +460,92 @@ async fn in_capsule_routes_with_stub_agent_and_local_envd() {
     s.send(Message::Text(json!({ "type": "kill" }).to_string().into()))
         .await
         .expect("send");
+    c.stop().await;
+}
+
+/// Runs the `warren` CLI against the control plane.
+async fn warren(c: &Control, key: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(args)
+        .env("WARREN_URL", &c.base)
+        .env("WARREN_API_KEY", key)
+        .env("WARREN_DIR", "/nonexistent")
+        .output()
+        .await
+        .expect("run warren");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn warren_cli_with_stub_agent_and_local_envd() {
+    let Some(bin) = envd_binary() else {
+        eprintln!("SKIP warren_cli_with_stub_agent_and_local_envd: no envd binary");
+        return;
+    };
+    let (c, _agent, _envd, key, id) = capsule_on_local_envd(&bin, 100 << 20).await;
+    let (code, out, err) = warren(&c, &key, &["capsule", "ls"]).await;
+    assert!(
+        code == 0 && out.contains(&id) && out.contains("running"),
+        "{out}{err}"
+    );
+    let (code, out, _) = warren(&c, &key, &["template", "ls"]).await;
+    assert!(code == 0 && out.contains("tiny"), "{out}");
+    let (code, out, err) = warren(
+        &c,
+        &key,
+        &[
+            "capsule",
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ],
+    )
+    .await;
+    assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src.bin");
+    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&src, &data).expect("write");
+    let remote = format!("{id}:{}/in-capsule.bin", dir.path().display());
+    let back = dir.path().join("back.bin");
+    let (code, _, err) = warren(
+        &c,
+        &key,
+        &["capsule", "cp", src.to_str().expect("path"), &remote],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = warren(
+        &c,
+        &key,
+        &["capsule", "cp", &remote, back.to_str().expect("path")],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&back).expect("read"), data);
+
+    for (cmd, status) in [("pause", "paused"), ("resume", "running")] {
+        let (code, _, err) = warren(&c, &key, &["capsule", cmd, &id]).await;
+        assert!(code == 0 && err.contains(status), "{cmd}: {err}");
+    }
+    let (code, out, err) = warren(&c, &key, &["capsule", "create", "--template", "tiny"]).await;
+    assert!(code == 0 && out.trim().starts_with("sb-"), "{out}{err}");
+    let (code, _, err) = warren(&c, &key, &["capsule", "rm", out.trim()]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = warren(
+        &c,
+        &key,
+        &["capsule", "exec", "sb-00000000deadbeef", "--", "true"],
+    )
+    .await;
+    assert!(code == 1 && err.contains("not_found"), "{err}");
     c.stop().await;
 }
