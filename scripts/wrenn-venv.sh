@@ -3,10 +3,6 @@
 # control plane's SDK tests use, and prints its python's path:
 #   WARREN_TEST_PYTHON=$(scripts/wrenn-venv.sh) cargo test -p warren-control
 set -euo pipefail
-venv="$(cd "$(dirname "$0")/.." && pwd)/tests/.venv"
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import wrenn' 2>/dev/null; then
-    python3 -m venv "$venv" >&2
-    # wrenn declares Python >= 3.13 but runs on 3.11.
-    "$venv/bin/pip" install -q --ignore-requires-python wrenn pytest httpx >&2
-fi
-echo "$venv/bin/python"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/pyenv.sh" "$root/tests/.venv" "$root/tests/wrenn/requirements.txt" >&2
+echo "$root/tests/.venv/bin/python"

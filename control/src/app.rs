@@ -25,6 +25,8 @@ pub struct Inner {
     pub rpc: RpcClients,
     /// envd `/files` transfers.
     pub files: HttpClient,
+    /// Users' traffic to capsule ports (its own pool: never behind the API's).
+    pub user_traffic: HttpClient,
     pub events: EventHub,
 }
 
@@ -48,6 +50,7 @@ impl AppState {
             jwt,
             rpc,
             files: transfer::http_client(),
+            user_traffic: transfer::http_client(),
             events: EventHub::new(),
         }))
     }

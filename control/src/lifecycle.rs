@@ -271,6 +271,8 @@ pub async fn drive_create(
             egress: None,
             access_token: row.envd_token.clone(),
             tx_rate_limit: None,
+            // Capsule ports are public, as in Wrenn.
+            traffic_access_token: String::new(),
         };
         Ok::<_, ApiError>(agent.create_capsule(req).await)
     };

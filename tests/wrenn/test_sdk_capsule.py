@@ -142,12 +142,13 @@ def test_get_url_reaches_a_server_in_the_capsule(capsule):
     url = capsule.get_url(8000)
     parsed = urllib.parse.urlsplit(url)
     assert parsed.netloc.startswith(f"8000-{capsule.capsule_id}.")
-    # The SDK's host name needs wildcard DNS; send the same request to the
-    # data plane directly with that Host header.
-    proxy = os.environ.get("WARREN_PROXY_ADDR", "127.0.0.1:7080")
+    # The SDK's host name (`8000-<id>.127.0.0.1:<port>`) needs wildcard DNS
+    # to resolve; send the same request where it points (the control plane's
+    # address, which relays capsule ports) with that Host header.
+    base = urllib.parse.urlsplit(os.environ["WRENN_BASE_URL"]).netloc
     for _ in range(50):
         try:
-            r = httpx.get(f"http://{proxy}/index.html", headers={"Host": parsed.netloc}, timeout=5)
+            r = httpx.get(f"http://{base}/index.html", headers={"Host": parsed.netloc}, timeout=5)
             if r.status_code == 200:
                 break
         except httpx.HTTPError:

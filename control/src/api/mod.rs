@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
+pub mod capsule_proxy;
 pub mod capsules;
 pub mod events;
 pub mod exec;
@@ -165,5 +166,10 @@ pub fn router(app: AppState) -> Router {
         crate::auth::middleware,
     ))
     .layer(tower_http::trace::TraceLayer::new_for_http())
+    // Capsule ports (`{port}-{id}.` hosts) never reach the API or its auth.
+    .layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        capsule_proxy::middleware,
+    ))
     .with_state(app)
 }
