@@ -375,8 +375,7 @@ async fn detach(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
                 dir.join("logs/warren.log").display()
             );
         }
-        let ready =
-            dir.join("host.json").exists() || (args.no_agent && read_credentials(dir).is_some());
+        let ready = dir.join("ready").exists();
         if ready && wait_healthy(&url, 1).await.is_ok() {
             break;
         }
@@ -397,7 +396,33 @@ async fn detach(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the control plane has synced the local host from its agent
+/// (capacity, backend, templates), so the first create after `up` can be
+/// placed.
+async fn wait_host_synced(url: &str, creds: &Credentials, host_id: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let jwt = admin_session(url, creds).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let host: serde_json::Value = http
+            .get(format!("{url}/v1/hosts/{host_id}"))
+            .bearer_auth(&jwt)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if host["memory_mb"].as_i64().unwrap_or(0) > 0 && host["backend"].is_string() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the agent did not report to the control plane in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(dir.join("ready"));
     let (db_url, pg) = database(dir).await?;
     let url = format!("http://{}", args.listen);
     let creds = first_run(dir, &db_url, &url, &args.admin_email).await?;
@@ -428,6 +453,12 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
             }
         },
     };
+    if let (Some(h), Some(_)) = (&host, &agent) {
+        let p = Progress::start("waiting for the agent to report");
+        wait_host_synced(&url, &creds, &h.host_id).await?;
+        p.done("host online");
+    }
+    std::fs::write(dir.join("ready"), b"")?;
     banner(&creds);
 
     let http = reqwest::Client::new();
@@ -465,6 +496,7 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         }
     }
     eprintln!("stopping");
+    let _ = std::fs::remove_file(dir.join("ready"));
     for child in [agent.as_mut(), Some(&mut control)].into_iter().flatten() {
         if let Some(pid) = child.id() {
             // SAFETY: sends SIGTERM to a child we started.
