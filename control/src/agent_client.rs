@@ -90,11 +90,13 @@ impl AgentClient {
         capsule_id: &str,
         template: &str,
         overwrite: bool,
+        defaults: Option<pb::TemplateDefaults>,
     ) -> Result<pb::TemplateInfo, RpcError> {
         let req = pb::SnapshotCapsuleRequest {
             capsule_id: capsule_id.into(),
             template: template.into(),
             overwrite,
+            defaults,
         };
         let resp = self.inner.snapshot_capsule(&req).await?;
         resp.template

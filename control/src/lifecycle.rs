@@ -549,7 +549,7 @@ pub async fn snapshot(
             .map(|t| t.agent_name.clone())
             .unwrap_or_else(|| ids::new_id("snap-"));
         let result = agent
-            .snapshot_capsule(&row.id, &agent_name, previous.is_some())
+            .snapshot_capsule(&row.id, &agent_name, previous.is_some(), None)
             .await;
         let mut tx = app2.db.begin().await?;
         capsules::transition(&mut tx, &row.id, &[Snapshotting], back, Change::default()).await?;

@@ -163,6 +163,7 @@ async fn handle(
                 name: "tiny".into(),
                 size_bytes: 1 << 20,
                 has_memory_snapshot: false,
+                ..Default::default()
             }],
             agent_version: "stub".into(),
             ..Default::default()

@@ -33,6 +33,7 @@ use crate::{
     manager::{Manager, ManagerConfig, ManagerError},
     netslot::{NetConfig, NetError, SlotManager},
     proxy::{Proxy, ProxyConfig, RouteTable, Routes, Secret, StartError},
+    template::{IdMap, TemplateStore},
 };
 
 /// Which backend runs capsules.
@@ -252,7 +253,13 @@ pub async fn run(
         .manager
         .clone()
         .unwrap_or_else(|| ManagerConfig::new(config.data_dir.clone()));
-    let manager = Manager::open(manager_config, backend, slots, proxy.clone()).await?;
+    let templates = TemplateStore::new(
+        config.data_dir.join("templates"),
+        IdMap::default(),
+        config.busybox.clone(),
+    )
+    .with_envd(config.envd_bin.clone());
+    let manager = Manager::open(manager_config, backend, slots, proxy.clone(), templates).await?;
 
     let rpc_listener = tokio::net::TcpListener::bind(config.rpc_listen)
         .await

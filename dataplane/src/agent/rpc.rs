@@ -16,7 +16,7 @@ use crate::{
         TxLimitRecord,
     },
     netslot::NetError,
-    template::TemplateError,
+    template::{Template, TemplateDefaults, TemplateError},
 };
 
 /// Maps a manager failure to the Connect code callers act on.
@@ -32,12 +32,11 @@ pub fn to_connect(e: ManagerError) -> ConnectError {
             Code::ResourceExhausted
         }
         ManagerError::Envd(_) => Code::Unavailable,
+        ManagerError::Template(t) => template_code(t),
         ManagerError::Backend(b) => match b {
-            BackendError::InvalidSpec(_)
-            | BackendError::Template(TemplateError::InvalidName(_)) => Code::InvalidArgument,
-            BackendError::Template(TemplateError::NotFound(_)) | BackendError::NotFound(_) => {
-                Code::NotFound
-            }
+            BackendError::InvalidSpec(_) => Code::InvalidArgument,
+            BackendError::Template(t) => template_code(t),
+            BackendError::NotFound(_) => Code::NotFound,
             BackendError::AlreadyExists(_) => Code::AlreadyExists,
             BackendError::InvalidState { .. } => Code::FailedPrecondition,
             BackendError::Unsupported { .. } => Code::Unimplemented,
@@ -46,6 +45,54 @@ pub fn to_connect(e: ManagerError) -> ConnectError {
         ManagerError::Net(_) | ManagerError::Persist { .. } => Code::Internal,
     };
     ConnectError::new(code, e.to_string())
+}
+
+fn template_code(e: &TemplateError) -> Code {
+    match e {
+        TemplateError::InvalidName(_) => Code::InvalidArgument,
+        TemplateError::NotFound(_) => Code::NotFound,
+        TemplateError::AlreadyExists(_) => Code::AlreadyExists,
+        TemplateError::InUse { .. } => Code::FailedPrecondition,
+        TemplateError::IdMapMismatch { .. }
+        | TemplateError::Build { .. }
+        | TemplateError::Io { .. } => Code::Internal,
+    }
+}
+
+fn template_defaults(d: &TemplateDefaults) -> pb::TemplateDefaults {
+    pb::TemplateDefaults {
+        user: d.user.clone().unwrap_or_default(),
+        env: d.env.clone().into_iter().collect(),
+        workdir: d.workdir.clone().unwrap_or_default(),
+        start_cmd: d.start_cmd.clone().unwrap_or_default(),
+        vcpus: d.vcpus.unwrap_or(0),
+        memory_mb: d.memory_mb.unwrap_or(0),
+    }
+}
+
+fn from_template_defaults(d: pb::TemplateDefaults) -> TemplateDefaults {
+    let text = |s: String| (!s.is_empty()).then_some(s);
+    TemplateDefaults {
+        user: text(d.user),
+        env: d.env.into_iter().collect(),
+        workdir: text(d.workdir),
+        start_cmd: text(d.start_cmd),
+        vcpus: (d.vcpus > 0).then_some(d.vcpus),
+        memory_mb: (d.memory_mb > 0).then_some(d.memory_mb),
+    }
+}
+
+pub fn template_info(t: &Template, capsules: Vec<String>) -> pb::TemplateInfo {
+    pb::TemplateInfo {
+        name: t.meta.name.clone(),
+        size_bytes: t.meta.rootfs_bytes,
+        has_memory_snapshot: false,
+        defaults: Some(template_defaults(&t.meta.defaults)),
+        builtin: t.meta.builtin,
+        image_bytes: t.image_bytes().unwrap_or(0),
+        created_at_unix_ms: t.meta.created_at_ms,
+        capsules,
+    }
 }
 
 fn state(s: State) -> pb::CapsuleState {
@@ -256,7 +303,7 @@ impl AgentService for Rpc {
         _ctx: RequestContext,
         _req: pb::GetHostInfoRequest,
     ) -> Result<pb::GetHostInfoResponse, ConnectError> {
-        let h = self.manager.host_info();
+        let h = self.manager.host_info().await;
         Ok(pb::GetHostInfoResponse {
             backend: backend_name(h.backend).to_owned(),
             vcpus: h.vcpus,
@@ -268,11 +315,7 @@ impl AgentService for Rpc {
             templates: h
                 .templates
                 .into_iter()
-                .map(|(name, size_bytes)| pb::TemplateInfo {
-                    name,
-                    size_bytes,
-                    has_memory_snapshot: false,
-                })
+                .map(|s| template_info(&s.template, s.capsules))
                 .collect(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             proxy_address: self.proxy_address.clone(),
@@ -282,21 +325,40 @@ impl AgentService for Rpc {
     async fn snapshot_capsule(
         &self,
         _ctx: RequestContext,
-        _req: pb::SnapshotCapsuleRequest,
+        req: pb::SnapshotCapsuleRequest,
     ) -> Result<pb::SnapshotCapsuleResponse, ConnectError> {
-        Err(ConnectError::unimplemented(
-            "snapshots of capsules as templates are not built yet",
-        ))
+        if req.template.is_empty() {
+            return Err(ConnectError::invalid_argument("template is required"));
+        }
+        let defaults = req.defaults.map(from_template_defaults).unwrap_or_default();
+        let template = self
+            .manager
+            .snapshot(
+                required_id(&req.capsule_id)?,
+                &req.template,
+                req.overwrite,
+                defaults,
+            )
+            .await
+            .map_err(to_connect)?;
+        Ok(pb::SnapshotCapsuleResponse {
+            template: Some(template_info(&template, Vec::new())),
+        })
     }
 
     async fn delete_template(
         &self,
         _ctx: RequestContext,
-        _req: pb::DeleteTemplateRequest,
+        req: pb::DeleteTemplateRequest,
     ) -> Result<pb::DeleteTemplateResponse, ConnectError> {
-        Err(ConnectError::unimplemented(
-            "deleting templates is not built yet",
-        ))
+        if req.template.is_empty() {
+            return Err(ConnectError::invalid_argument("template is required"));
+        }
+        self.manager
+            .delete_template(&req.template)
+            .await
+            .map_err(to_connect)?;
+        Ok(pb::DeleteTemplateResponse {})
     }
 
     async fn terminate(

@@ -13,6 +13,7 @@
 pub mod namespace;
 mod spec;
 
+use std::path::Path;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -144,4 +145,18 @@ pub trait Backend: Send + Sync {
     async fn status(&self, id: &CapsuleId) -> Result<CapsuleStatus, BackendError>;
 
     async fn metrics(&self, id: &CapsuleId) -> Result<MetricsSample, BackendError>;
+
+    /// Copies the capsule's root filesystem, as the capsule sees it (without
+    /// the kernel and memory file systems mounted over it: `/proc`, `/sys`,
+    /// `/dev`, `/tmp`), to `dest`, a directory that does not exist yet,
+    /// keeping ownership (in the template store's id range), modes, times,
+    /// extended attributes, hard links and special files. The caller pauses
+    /// the capsule first, so the copy is consistent.
+    async fn export_rootfs(&self, id: &CapsuleId, dest: &Path) -> Result<(), BackendError> {
+        let _ = dest;
+        Err(BackendError::Unsupported {
+            kind: self.kind(),
+            reason: format!("copying capsule {id}'s filesystem is not supported by this backend"),
+        })
+    }
 }

@@ -1,7 +1,9 @@
 //! `warren-agent`: the Warren host agent. `warren-agent [run]` runs the
 //! whole agent (capsules, network slots, data plane, lifecycle RPC);
 //! `warren-agent proxy --routes FILE` runs the data-plane proxy alone, fed by
-//! a routes file, so it can be run and benchmarked on its own.
+//! a routes file, so it can be run and benchmarked on its own;
+//! `warren-agent template build minimal` builds a built-in template ahead of
+//! time (with progress), `template list` and `template image` inspect them.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -16,8 +18,11 @@ use warren_dataplane::agent::{
     self, AgentConfig, BackendChoice,
     logging::{self, LogFile},
 };
+use warren_dataplane::backend::Resources;
+use warren_dataplane::manager::ManagerConfig;
 use warren_dataplane::netslot::{NetConfig, SlotManager};
 use warren_dataplane::proxy::{Proxy, ProxyConfig, RouteTable, Routes, Secret, metrics};
+use warren_dataplane::template::{self, IdMap, TemplateStore, size};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +49,49 @@ enum Command {
     /// Run the data plane proxy alone, routing from a JSON routes file
     /// (reloaded when it changes and on SIGHUP).
     Proxy(ProxyArgs),
+    /// Build, list and inspect this host's templates.
+    Template(TemplateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TemplateArgs {
+    #[command(subcommand)]
+    action: TemplateAction,
+    /// Data directory (templates live in its `templates/`).
+    #[arg(
+        long,
+        env = "WARREN_DIR",
+        default_value = "/var/lib/warren",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// Static busybox the `tiny` template is made from.
+    #[arg(
+        long,
+        env = "WARREN_BUSYBOX",
+        default_value = "/bin/busybox",
+        global = true
+    )]
+    busybox: PathBuf,
+    /// envd binary copied into ext4 images (default: beside this binary).
+    #[arg(long, env = "WARREN_ENVD_BIN", global = true)]
+    envd_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TemplateAction {
+    /// Build a built-in template (`tiny`, or `minimal`: Debian bookworm from
+    /// this host's apt mirror, a few minutes) unless it is already built.
+    Build {
+        name: String,
+        /// Build it again and replace the current version.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make (once) and print the template's ext4 image (the microVM root drive).
+    Image { name: String },
+    /// List the templates with their sizes and defaults.
+    List,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -102,9 +150,20 @@ struct RunArgs {
     /// Seconds between idle-reaper passes.
     #[arg(long, env = "WARREN_REAP_INTERVAL", default_value_t = 1.0)]
     reap_interval: f64,
+    /// Default disk of a capsule whose create request names none: its
+    /// private writable layer (namespace backend) or the size its root
+    /// drive is grown to (microVMs). E.g. 5G, 2Gi, 1000M, 512Mi (G = 10^9
+    /// bytes, Gi = 2^30).
+    #[arg(long, env = "WARREN_DEFAULT_ROOTFS_SIZE", value_parser = disk_size)]
+    default_rootfs_size: Option<u32>,
     /// Log as JSON lines.
     #[arg(long, env = "WARREN_LOG_JSON")]
     log_json: bool,
+}
+
+/// A disk size in MiB, for clap.
+fn disk_size(s: &str) -> Result<u32, String> {
+    size::parse_disk_mib(s, Resources::MIN_DISK_MB).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +215,10 @@ fn main() -> anyhow::Result<()> {
             logging::init(args.log_json, None);
             purge(args)
         }
+        Some(Command::Template(args)) => {
+            logging::init(false, None);
+            template(args)
+        }
         None => run_agent(cli.run),
     }
 }
@@ -169,12 +232,11 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading the token file {}", path.display()))?,
         None => std::env::var("WARREN_AGENT_TOKEN").unwrap_or_default(),
     };
-    let envd_bin = match args.envd_bin.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("locating this binary")?
-            .with_file_name("envd"),
-    };
+    let envd_bin = envd_beside_me(args.envd_bin.clone())?;
+    let manager = args.default_rootfs_size.map(|mb| ManagerConfig {
+        default_disk_mb: mb,
+        ..ManagerConfig::new(args.data_dir.clone())
+    });
     let config = AgentConfig {
         data_dir: args.data_dir,
         rpc_listen: args.rpc_listen,
@@ -194,7 +256,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         veth_net: args.veth_net,
         cgroup_parent: args.cgroup_parent,
         reap_interval: seconds(args.reap_interval, "reap-interval")?,
-        manager: None,
+        manager,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -223,6 +285,81 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::from)
     })
+}
+
+fn envd_beside_me(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None => Ok(std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("envd")),
+    }
+}
+
+fn template(args: TemplateArgs) -> anyhow::Result<()> {
+    let mut store = TemplateStore::new(
+        args.data_dir.join("templates"),
+        IdMap::default(),
+        args.busybox,
+    );
+    let envd = envd_beside_me(args.envd_bin)?;
+    if envd.exists() {
+        store = store.with_envd(envd);
+    }
+    match args.action {
+        TemplateAction::Build { name, force } => {
+            anyhow::ensure!(
+                template::is_builtin(&name),
+                "only the built-in templates can be built here ({}, {})",
+                template::TINY,
+                template::MINIMAL
+            );
+            let started = std::time::Instant::now();
+            let t = if force {
+                store.rebuild(&name)?
+            } else {
+                store.ensure(&name)?
+            };
+            println!(
+                "{name}: {} MiB in {} ({:.1} s)",
+                t.meta.rootfs_bytes >> 20,
+                t.dir().display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        TemplateAction::Image { name } => {
+            let started = std::time::Instant::now();
+            let t = store.get(&name)?;
+            let image = store.image(&t)?;
+            let bytes = std::fs::metadata(&image)?.len();
+            println!(
+                "{}: {} MiB ({:.1} s)",
+                image.display(),
+                bytes >> 20,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        TemplateAction::List => {
+            println!(
+                "{:<24} {:>10} {:>10}  {:<8} defaults",
+                "NAME", "ROOTFS", "IMAGE", "KIND"
+            );
+            for s in store.list() {
+                let m = &s.template.meta;
+                println!(
+                    "{:<24} {:>8}Mi {:>8}  {:<8} {}",
+                    m.name,
+                    m.rootfs_bytes >> 20,
+                    s.template
+                        .image_bytes()
+                        .map_or("-".into(), |b| format!("{}Mi", b >> 20)),
+                    if m.builtin { "built-in" } else { "custom" },
+                    serde_json::to_string(&m.defaults)?
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn purge(args: RunArgs) -> anyhow::Result<()> {

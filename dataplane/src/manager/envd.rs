@@ -1,7 +1,7 @@
 //! The agent's own calls to a capsule's envd (direct, on the host side of
 //! the capsule's network slot): waiting for it to answer, `/init` with the
-//! capsule's defaults and token, and `/snapshot/prepare` before a microVM
-//! snapshot.
+//! capsule's defaults and token, starting a template's start command, and
+//! `/snapshot/prepare` before a microVM snapshot.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -168,6 +168,57 @@ impl EnvdClient {
                 status,
                 body: String::from_utf8_lossy(&body).into_owned(),
             }),
+        }
+    }
+
+    /// Starts `cmd` (`/bin/sh -c cmd`, as envd's default user, in its
+    /// default workdir, tagged `start`) and returns once envd reports it
+    /// running; the process lives on after this call (a template's `START`).
+    pub async fn start_daemon(
+        &self,
+        addr: IpAddr,
+        token: Option<&str>,
+        cmd: &str,
+    ) -> Result<(), EnvdError> {
+        use futures_util::StreamExt;
+        use warren_proto::process::{ProcessClient, ProcessConfig, StartRequest, process_event};
+        let failed = |error: String| EnvdError::Transport {
+            addr: addr.to_string(),
+            route: "process.Process/Start",
+            error,
+        };
+        let mut builder = warren_proto::connect::Client::builder(self.url(addr, ""));
+        if let Some(token) = token {
+            let value = http::HeaderValue::from_str(token).map_err(|e| failed(e.to_string()))?;
+            builder = builder.header(http::HeaderName::from_static("x-access-token"), value);
+        }
+        let client = ProcessClient::new(builder.build().map_err(|e| failed(e.to_string()))?);
+        let req = StartRequest {
+            process: Some(ProcessConfig {
+                cmd: "/bin/sh".into(),
+                args: vec!["-c".into(), cmd.into()],
+                ..Default::default()
+            }),
+            tag: Some("start".into()),
+            stdin: Some(false),
+            ..Default::default()
+        };
+        let mut events = client
+            .start(&req)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+            Ok(Some(Ok(ev)))
+                if matches!(
+                    ev.event.as_ref().and_then(|e| e.event.as_ref()),
+                    Some(process_event::Event::Start(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Ok(Some(Err(e))) => Err(failed(e.to_string())),
+            Ok(_) => Err(failed("no start event".into())),
+            Err(_) => Err(failed("timed out".into())),
         }
     }
 

@@ -29,6 +29,9 @@ use crate::{
     },
     netslot::{NetError, SlotManager, SlotOptions, TxLimit},
     proxy::{self, Proxy, Route, RouteTable, Secret},
+    template::{
+        NewTemplate, Template, TemplateDefaults, TemplateError, TemplateStore, TemplateSummary,
+    },
 };
 
 /// Everything that can go wrong, typed so the RPC layer can pick a code.
@@ -58,6 +61,8 @@ pub enum ManagerError {
     Net(#[from] NetError),
     #[error(transparent)]
     Envd(#[from] EnvdError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     #[error("persisting capsule {id}: {source}")]
     Persist { id: String, source: std::io::Error },
     #[error(transparent)]
@@ -98,10 +103,6 @@ impl ManagerConfig {
 
     fn records_dir(&self) -> PathBuf {
         self.data_dir.join("agent").join("capsules")
-    }
-
-    fn templates_dir(&self) -> PathBuf {
-        self.data_dir.join("templates")
     }
 }
 
@@ -149,7 +150,7 @@ pub struct HostInfo {
     pub allocated_vcpus: u32,
     pub allocated_memory_mb: u64,
     pub capsules: u32,
-    pub templates: Vec<(String, u64)>,
+    pub templates: Vec<TemplateSummary>,
 }
 
 /// A capsule the manager holds.
@@ -206,6 +207,7 @@ pub struct Manager {
     backend: Arc<dyn Backend>,
     slots: Arc<SlotManager>,
     proxy: Arc<Proxy>,
+    templates: TemplateStore,
     envd: EnvdClient,
     capsules: StdMutex<BTreeMap<String, Arc<Entry>>>,
     reaped: StdMutex<Reaped>,
@@ -232,6 +234,7 @@ impl Manager {
         backend: Arc<dyn Backend>,
         slots: Arc<SlotManager>,
         proxy: Arc<Proxy>,
+        templates: TemplateStore,
     ) -> Result<Arc<Self>> {
         let envd = EnvdClient::new(config.envd_port);
         let manager = Arc::new(Self {
@@ -239,6 +242,7 @@ impl Manager {
             backend,
             slots,
             proxy,
+            templates,
             envd,
             capsules: StdMutex::default(),
             reaped: StdMutex::default(),
@@ -375,12 +379,36 @@ impl Manager {
         Ok(())
     }
 
+    /// Runs a blocking template-store call off the async threads.
+    async fn with_templates<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&TemplateStore) -> std::result::Result<T, TemplateError> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.templates.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .map_err(ManagerError::from)
+    }
+
     /// Creates a capsule and returns once its envd answers and has its
-    /// defaults. On any failure nothing of it is left behind.
-    pub async fn create(&self, req: CreateRequest) -> Result<Record> {
+    /// defaults (the template's, under the request's). On any failure
+    /// nothing of it is left behind.
+    pub async fn create(&self, mut req: CreateRequest) -> Result<Record> {
         let id = CapsuleId::new(req.id.clone())?;
         if req.template.is_empty() {
             return Err(ManagerError::BadRequest("template is required".into()));
+        }
+        // Makes a built-in template on first use (`minimal`: minutes).
+        let name = req.template.clone();
+        let template = self.with_templates(move |t| t.ensure(&name)).await?;
+        let template_defaults = template.meta.defaults.clone();
+        req.defaults = merge_defaults(&template_defaults, &req.defaults);
+        if req.vcpus == 0 {
+            req.vcpus = template_defaults.vcpus.unwrap_or(0);
+        }
+        if req.memory_mb == 0 {
+            req.memory_mb = template_defaults.memory_mb.unwrap_or(0);
         }
         let resources = Resources {
             vcpus: req.vcpus,
@@ -504,6 +532,11 @@ impl Manager {
                     record.envd_token.as_deref(),
                 )
                 .await?;
+            if let Some(cmd) = &template_defaults.start_cmd {
+                self.envd
+                    .start_daemon(IpAddr::V4(addr), record.envd_token.as_deref(), cmd)
+                    .await?;
+            }
             Ok::<_, ManagerError>(version)
         }
         .await;
@@ -614,13 +647,20 @@ impl Manager {
         }
         self.transition(&entry, Event::Resume)?;
         let cid = CapsuleId::new(id.to_owned())?;
+        let record = entry.record();
+        // The request's defaults over the capsule's own (which already hold
+        // its template's).
+        let reinit = defaults.is_some() || self.backend.kind() == BackendKind::Firecracker;
+        let defaults = defaults.map(|d| merge_envd_defaults(&record.defaults, &d));
         let resumed = async {
             self.backend.resume(&cid).await?;
-            let record = entry.record();
-            if let (Some(defaults), Some(addr)) = (&defaults, record.address) {
+            // A frozen namespace capsule's envd kept its defaults; a
+            // restored microVM's is re-initialised (clock, defaults) anyway.
+            if let (true, Some(addr)) = (reinit, record.address) {
                 let token = record.envd_token.as_deref();
+                let applied = defaults.as_ref().unwrap_or(&record.defaults);
                 self.envd
-                    .init(IpAddr::V4(addr), token, defaults, token)
+                    .init(IpAddr::V4(addr), token, applied, token)
                     .await?;
             }
             Ok::<_, ManagerError>(())
@@ -729,25 +769,14 @@ impl Manager {
         Ok(out)
     }
 
-    pub fn host_info(&self) -> HostInfo {
+    pub async fn host_info(&self) -> HostInfo {
         let records: Vec<Record> = self.table().values().map(|e| e.record()).collect();
         let disk_mb = nix::sys::statvfs::statvfs(&self.config.data_dir)
             .map_or(0, |s| s.blocks() * s.fragment_size() / (1 << 20));
-        let mut templates = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(self.config.templates_dir()) {
-            for t in dir.flatten() {
-                if t.path().join("template.json").exists() {
-                    templates.push((t.file_name().to_string_lossy().into_owned(), 0));
-                }
-            }
-        }
-        // Built-in templates are made on first use, so they are always on offer.
-        for builtin in [crate::template::TINY] {
-            if !templates.iter().any(|(n, _)| n == builtin) {
-                templates.push((builtin.to_owned(), 0));
-            }
-        }
-        templates.sort();
+        let templates = self
+            .with_templates(|t| Ok(t.list()))
+            .await
+            .unwrap_or_default();
         HostInfo {
             backend: self.backend.kind(),
             vcpus: Self::host_vcpus(),
@@ -758,6 +787,97 @@ impl Manager {
             capsules: records.len() as u32,
             templates,
         }
+    }
+
+    /// Turns capsule `id`'s filesystem into template `name` with the
+    /// source template's defaults under `defaults`. A running capsule is
+    /// paused while its files are copied and resumed after (its processes
+    /// just stop for that long; its state stays Running); a paused one stays
+    /// paused. The new template appears atomically, or not at all.
+    pub async fn snapshot(
+        &self,
+        id: &str,
+        name: &str,
+        overwrite: bool,
+        defaults: TemplateDefaults,
+    ) -> Result<Template> {
+        let entry = self.entry(id)?;
+        let _guard = self.lock(id, &entry).await?;
+        let record = entry.record();
+        let running = match record.state {
+            State::Running => true,
+            State::Paused => false,
+            state => {
+                return Err(ManagerError::WrongState {
+                    id: id.to_owned(),
+                    state,
+                    op: "snapshot",
+                });
+            }
+        };
+        let (target, source_name) = (name.to_owned(), record.template.clone());
+        let (staged, source) = self
+            .with_templates(move |t| {
+                if !overwrite && t.exists(&target) {
+                    return Err(TemplateError::AlreadyExists(target));
+                }
+                // The source may be gone meanwhile (replaced and deleted).
+                let source = t.get(&source_name).map(|s| s.meta.defaults).ok();
+                Ok((t.begin()?, source))
+            })
+            .await?;
+        let cid = CapsuleId::new(id.to_owned())?;
+        if running {
+            if let Err(e) = self.backend.pause(&cid).await {
+                let e = ManagerError::Backend(e);
+                self.fail(&entry, &e);
+                return Err(e);
+            }
+        }
+        let copied = self.backend.export_rootfs(&cid, &staged.rootfs()).await;
+        if running {
+            if let Err(e) = self.backend.resume(&cid).await {
+                let e = ManagerError::Backend(e);
+                self.fail(&entry, &e);
+                return Err(e);
+            }
+        }
+        copied?;
+        let new = NewTemplate {
+            defaults: source.unwrap_or_default().overlaid(&defaults),
+            origin: Some(format!(
+                "snapshot of capsule {id} (template {})",
+                record.template
+            )),
+            overwrite,
+        };
+        let name = name.to_owned();
+        let template = self
+            .with_templates(move |t| t.commit(staged, &name, new))
+            .await?;
+        tracing::info!(capsule = id, template = %template.meta.name, bytes = template.meta.rootfs_bytes, "snapshot taken");
+        Ok(template)
+    }
+
+    /// Removes template `name` from this host; refused while a capsule
+    /// runs on it.
+    pub async fn delete_template(&self, name: &str) -> Result<()> {
+        let users: Vec<String> = self
+            .table()
+            .values()
+            .map(|e| e.record())
+            .filter(|r| r.template == name && r.state != State::Stopped)
+            .map(|r| r.id)
+            .collect();
+        if !users.is_empty() {
+            return Err(TemplateError::InUse {
+                name: name.to_owned(),
+                capsules: users,
+            }
+            .into());
+        }
+        let name = name.to_owned();
+        self.with_templates(move |t| t.delete(&name)).await
     }
 
     /// Destroys every capsule (the host is being removed).
@@ -873,5 +993,64 @@ impl Manager {
             }
         }
         self.publish_routes();
+    }
+}
+
+/// envd's defaults for a capsule of a template: the request's fields where
+/// it sets them, the template's otherwise; env merged (the request wins).
+fn merge_defaults(template: &TemplateDefaults, request: &EnvdDefaults) -> EnvdDefaults {
+    let base = EnvdDefaults {
+        env: template.env.clone(),
+        user: template.user.clone().unwrap_or_default(),
+        workdir: template.workdir.clone().unwrap_or_default(),
+    };
+    merge_envd_defaults(&base, request)
+}
+
+/// `over`'s non-empty fields over `base`; env merged.
+fn merge_envd_defaults(base: &EnvdDefaults, over: &EnvdDefaults) -> EnvdDefaults {
+    let pick = |o: &String, b: &String| if o.is_empty() { b.clone() } else { o.clone() };
+    let mut env = base.env.clone();
+    env.extend(over.env.clone());
+    EnvdDefaults {
+        env,
+        user: pick(&over.user, &base.user),
+        workdir: pick(&over.workdir, &base.workdir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_defaults_win_per_field_and_env_merges() {
+        let template = TemplateDefaults {
+            user: Some("user".into()),
+            workdir: Some("/home/user".into()),
+            env: [("A".into(), "1".into()), ("B".into(), "2".into())].into(),
+            ..Default::default()
+        };
+        let request = EnvdDefaults {
+            env: [("B".into(), "3".into()), ("C".into(), "4".into())].into(),
+            user: "root".into(),
+            workdir: String::new(),
+        };
+        let d = merge_defaults(&template, &request);
+        assert_eq!(d.user, "root");
+        assert_eq!(d.workdir, "/home/user");
+        assert_eq!(
+            d.env,
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "3".into()),
+                ("C".into(), "4".into())
+            ]
+            .into()
+        );
+        assert_eq!(
+            merge_defaults(&TemplateDefaults::default(), &EnvdDefaults::default()),
+            EnvdDefaults::default()
+        );
     }
 }

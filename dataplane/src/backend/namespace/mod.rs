@@ -7,7 +7,7 @@
 //!
 //! Module map: `launch` forks init and builds its namespaces, `rootfs`
 //! plans its file system, `disk` makes the private disks (and keeps a
-//! pool of ready ones), `envd` makes the host's envd runnable inside,
+//! pool of ready ones), [`crate::template::envd`] makes the host's envd runnable inside,
 //! [`seccomp`] holds the filter, `state` what is persisted for adoption,
 //! [`enter`] runs a command inside a capsule. Cgroups are
 //! [`crate::cgroup`], templates [`crate::template`].
@@ -19,7 +19,6 @@
 
 mod disk;
 pub mod enter;
-mod envd;
 mod launch;
 mod rootfs;
 pub mod seccomp;
@@ -45,6 +44,8 @@ use super::{
     MetricsSample, RunState, SpecError,
 };
 use crate::cgroup::{Cgroup, CgroupTree, FreezeState, Hierarchy, Limits};
+use crate::template::envd;
+use crate::template::view::{PrivateMounts, run_logged};
 use crate::template::{IdMap, TemplateStore};
 use state::{InitProcess, Persisted};
 
@@ -300,7 +301,8 @@ impl Inner {
     fn create(&self, spec: &CapsuleSpec) -> Result<CapsuleHandle, BackendError> {
         spec.validate()?;
         let id = &spec.id;
-        let template = self.templates.ensure(&spec.template)?;
+        // Fails fast on an unknown template (and makes a built-in one).
+        self.templates.ensure(&spec.template)?;
         let netns = open_netns(&spec.netns)?;
         if self.table().contains_key(id) {
             return Err(BackendError::AlreadyExists(id.clone()));
@@ -313,6 +315,14 @@ impl Inner {
             }
             Err(e) => return Err(Self::io_err(id, format!("create {}", dir.display()))(e)),
         }
+        // The version mounted as the lower layer stays until destroy.
+        let template = match self.templates.hold(&spec.template, id.as_str()) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e.into());
+            }
+        };
         let mut persisted = Persisted {
             spec: spec.clone(),
             cgroup: id.as_str().to_owned(),
@@ -522,7 +532,49 @@ impl Inner {
         if let Some(cgroup) = &cgroup {
             cgroup.remove(timeout)?;
         }
-        remove_capsule_dir(dir).map_err(Self::io_err(id, format!("remove {}", dir.display())))
+        remove_capsule_dir(dir).map_err(Self::io_err(id, format!("remove {}", dir.display())))?;
+        self.templates.release(id.as_str())?;
+        Ok(())
+    }
+
+    /// See [`Backend::export_rootfs`]: `cp` reads the capsule's overlay
+    /// through a non-recursive clone of its root mount, taken from the
+    /// capsule's own mount namespace (the overlay exists nowhere else).
+    fn export_rootfs(&self, id: &CapsuleId, dest: &Path) -> Result<(), BackendError> {
+        let live = self.live(id)?;
+        let exited = || BackendError::InvalidState {
+            id: id.clone(),
+            state: RunState::Exited,
+            op: "copy the filesystem",
+        };
+        let init = live.init().ok_or_else(exited)?;
+        let ns = File::open(format!("/proc/{}/ns/mnt", init.pid))
+            .map_err(Self::io_err(id, "open the capsule's mount namespace"))?;
+        // Opened before checking: the descriptor pins the namespace of this
+        // very init, not of a process that reused its pid.
+        if !init.alive() {
+            return Err(exited());
+        }
+        let mut cp = PrivateMounts::new()
+            .cwd_in_root_of(ns)
+            .command("cp")
+            .map_err(Self::io_err(id, "prepare the copy"))?;
+        cp.args([
+            "--no-dereference",
+            "--recursive",
+            "--preserve=mode,ownership,timestamps,links,xattr",
+            "--sparse=auto",
+            "--no-target-directory",
+            ".",
+        ])
+        .arg(dest)
+        .env("LC_ALL", "C");
+        let started = Instant::now();
+        run_logged(&mut cp, "cp (coreutils)", None)
+            .map_err(Self::io_err(id, "copy the capsule's filesystem"))?;
+        tracing::info!(capsule = %id, dest = %dest.display(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "capsule filesystem copied");
+        Ok(())
     }
 
     fn destroy(&self, id: &CapsuleId) -> Result<(), BackendError> {
@@ -686,6 +738,12 @@ impl Backend for NamespaceBackend {
 
     async fn status(&self, id: &CapsuleId) -> Result<CapsuleStatus, BackendError> {
         status_of(&*self.inner.live(id)?)
+    }
+
+    async fn export_rootfs(&self, id: &CapsuleId, dest: &Path) -> Result<(), BackendError> {
+        let (id, dest) = (id.clone(), dest.to_owned());
+        self.blocking(move |inner| inner.export_rootfs(&id, &dest))
+            .await
     }
 
     async fn metrics(&self, id: &CapsuleId) -> Result<MetricsSample, BackendError> {

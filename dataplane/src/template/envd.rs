@@ -1,9 +1,10 @@
-//! Running the host's envd in any template. A static envd is bind-mounted
-//! and run as is. A dynamically linked one (the default Rust build) would
-//! need the template's C library to match the host's, and `tiny` has none:
-//! so its libraries (found with `ldd`) are copied once per distinct set into
-//! `<data_dir>/runtime/envd-lib-<hash>/`, bind-mounted read-only at
-//! `/.warren/lib` in the capsule, and envd is started through that
+//! Running the host's envd in any template. The namespace backend binds it
+//! into each capsule; the ext4 images for microVMs carry a copy (see
+//! [`super::image`]). A static envd is used as is. A dynamically linked one
+//! (the default Rust build) would need the template's C library to match
+//! the host's, and `tiny` has none: so its libraries (found with `ldd`) are
+//! copied once per distinct set into `<data_dir>/runtime/envd-lib-<hash>/`,
+//! placed at `/.warren/lib` in the capsule, and envd is started through that
 //! directory's dynamic loader. Processes envd starts use the template's own
 //! files, unaffected.
 
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Where envd lives inside a capsule (relative to `/`).
-pub const ENVD_INSIDE: &str = crate::template::ENVD_PATH;
+pub const ENVD_INSIDE: &str = super::ENVD_PATH;
 /// Where its libraries are mounted inside a capsule (relative to `/`).
 pub const LIBS_INSIDE: &str = ".warren/lib";
 
