@@ -4,3 +4,5 @@
 //! See DESIGN.md ("Processes and how they talk").
 //!
 //! Not built yet: this crate holds only its description.
+
+pub mod recipe;
