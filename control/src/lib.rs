@@ -15,6 +15,7 @@
 //!   `warren_proto::connect`) and [`transfer`] (envd's `/files`).
 //! - [`events`]: LISTEN/NOTIFY fan-out for the SSE stream; [`audit`]: the
 //!   audit trail middleware.
+//! - [`recipe`]: the build recipe language, step cache keys, archive checks.
 //! - [`server`]: wiring and the background loops; [`cli`]: `warren`.
 
 pub mod agent_client;
@@ -31,6 +32,7 @@ pub mod events;
 pub mod ids;
 pub mod lifecycle;
 pub mod monitor;
+pub mod recipe;
 pub mod reconciler;
 pub mod rpc;
 pub mod scheduler;

@@ -70,11 +70,16 @@ fn tiny_is_built_once_and_shaped_for_envd() {
     let inode = meta("etc/passwd").ino();
     store.ensure(TINY).expect("again");
     assert_eq!(meta("etc/passwd").ino(), inode);
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("templates"))
-        .expect("list")
-        .map(|e| e.expect("entry").file_name())
+    let names: Vec<String> = store
+        .list()
+        .into_iter()
+        .map(|s| s.template.meta.name)
         .collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from(TINY)]);
+    assert_eq!(names, [TINY]);
+    let staging = std::fs::read_dir(dir.path().join("templates/.staging"))
+        .expect("list")
+        .count();
+    assert_eq!(staging, 0, "a build left its staging directory");
 
     // A store with another id map refuses the tree rather than mis-owning it.
     let other = TemplateStore::new(

@@ -54,9 +54,11 @@ pub fn build(
     let usage = tree::usage(rootfs)?;
     let extra = tree::usage(&extras)?;
     let shift = IdShift::new(id_map)?;
-    // Room for the files, their inodes and a journal; doubled on a retry.
-    let mut size = ((usage.bytes + extra.bytes) as f64 * 1.25) as u64 + (96 << 20);
-    let inodes = (usage.entries + extra.entries) * 5 / 4 + 4096;
+    // Room for the files, an inode per 16 KiB (at least one per entry) and
+    // a journal; doubled on a retry.
+    let data = usage.bytes + extra.bytes;
+    let mut size =
+        (data + data / 4).max((usage.entries + extra.entries) * 16384 * 5 / 4) + (96 << 20);
     for attempt in 0..3 {
         let file = OpenOptions::new().write(true).create_new(true).open(dest)?;
         file.set_len(size.div_ceil(1 << 20) << 20)?;
@@ -65,13 +67,17 @@ pub fn build(
             .idmapped(rootfs, &lower, &shift)?
             .overlay(&[&extras, &lower], &view)?
             .command("mkfs.ext4")?;
-        mkfs.args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "rootfs"])
-            .arg("-N")
-            .arg(inodes.to_string())
-            .args(["-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"])
-            .arg("-d")
-            .arg(&view)
-            .arg(dest);
+        // 4 KiB blocks and one inode per 16 KiB whatever the image's size
+        // (mke2fs would pick 1 KiB blocks for a small one): the image is
+        // grown to gigabytes later and keeps these ratios.
+        mkfs.args([
+            "-q", "-F", "-t", "ext4", "-b", "4096", "-i", "16384", "-I", "256",
+        ])
+        .args(["-m", "0", "-L", "rootfs"])
+        .args(["-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"])
+        .arg("-d")
+        .arg(&view)
+        .arg(dest);
         match run_logged(&mut mkfs, "mkfs.ext4 -d (e2fsprogs)", None) {
             Ok(()) => break,
             Err(e) if attempt < 2 && e.to_string().contains("allocate") => {
