@@ -58,6 +58,7 @@ pub fn describe(method: &str, route: &str) -> (String, Option<&'static str>, Str
     let resource = match family {
         "capsules" => "capsule",
         "snapshots" | "templates" => "template",
+        "builds" => "build",
         "hosts" => "host",
         "api-keys" => "api_key",
         "teams" => "team",

@@ -71,6 +71,27 @@ pub struct ControlConfig {
     #[arg(long, env = "WARREN_MAX_BODY", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
 
+    /// Builds this replica runs at once (0: this replica runs none).
+    #[arg(long, env = "WARREN_BUILD_WORKERS", default_value_t = 2)]
+    pub build_workers: usize,
+
+    /// A build worker holds its build for this many seconds and renews the
+    /// lease while it works; a dead worker's build is taken over after it.
+    #[arg(long, env = "WARREN_BUILD_LEASE", default_value_t = 30)]
+    pub build_lease_secs: u64,
+
+    /// Limit of a RUN step that sets no `--timeout`, in seconds.
+    #[arg(long, env = "WARREN_BUILD_STEP_TIMEOUT", default_value_t = 3600)]
+    pub build_step_timeout_secs: u64,
+
+    /// Largest build archive upload, in bytes.
+    #[arg(long, env = "WARREN_MAX_BUILD_ARCHIVE", default_value_t = 256 << 20)]
+    pub max_build_archive_bytes: usize,
+
+    /// Cached build layers kept per team (least recently used go first).
+    #[arg(long, env = "WARREN_BUILD_CACHE_LAYERS", default_value_t = 200)]
+    pub build_cache_layers: i64,
+
     /// Disable the background loops (host monitor, reconciler). For tests
     /// that drive them by hand.
     #[arg(long, hide = true)]
@@ -95,6 +116,10 @@ impl ControlConfig {
 
     pub fn sync_interval(&self) -> Duration {
         Duration::from_secs(self.sync_interval_secs)
+    }
+
+    pub fn build_lease(&self) -> Duration {
+        Duration::from_secs(self.build_lease_secs.max(3))
     }
 
     pub fn agent_timeout(&self) -> Duration {

@@ -36,6 +36,13 @@ pub enum ApiError {
         message: String,
         capsule_ids: Vec<String>,
     },
+    /// A build recipe that does not parse (400, with every error's line and
+    /// column).
+    #[error("{message}")]
+    InvalidRecipe {
+        message: String,
+        errors: Vec<crate::recipe::ParseError>,
+    },
     #[error("{0}")]
     TooLarge(String),
     /// No host can take the capsule, or its host is unreachable (503).
@@ -65,7 +72,7 @@ pub struct ErrorDetail {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::InvalidRecipe { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -83,7 +90,7 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidRequest(_) | Self::InvalidRecipe { .. } => "invalid_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
@@ -131,6 +138,9 @@ impl IntoResponse for ApiError {
             // reads them inside `error`.
             body["capsule_ids"] = serde_json::json!(capsule_ids);
             body["error"]["capsule_ids"] = serde_json::json!(capsule_ids);
+        }
+        if let Self::InvalidRecipe { errors, .. } = &self {
+            body["error"]["errors"] = serde_json::json!(errors);
         }
         (status, Json(body)).into_response()
     }

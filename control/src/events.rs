@@ -13,6 +13,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
+use crate::build::notify::{self as build_notify, BuildHub};
+
 pub const CHANNEL: &str = "warren_events";
 /// `pg_notify` refuses payloads from 8000 bytes on.
 const MAX_PAYLOAD: usize = 7900;
@@ -77,6 +79,8 @@ where
 #[derive(Debug, Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Notification>>,
+    /// Build wake-ups, received on the same connection.
+    pub builds: BuildHub,
 }
 
 impl Default for EventHub {
@@ -88,7 +92,10 @@ impl Default for EventHub {
 impl EventHub {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(1024);
-        Self { tx }
+        Self {
+            tx,
+            builds: BuildHub::new(),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Notification>> {
@@ -107,9 +114,15 @@ impl EventHub {
 
     async fn listen(&self, pool: &PgPool) -> sqlx::Result<()> {
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener
+            .listen_all([CHANNEL, build_notify::CHANNEL])
+            .await?;
         loop {
             let n = listener.recv().await?;
+            if n.channel() == build_notify::CHANNEL {
+                self.builds.deliver(n.payload());
+                continue;
+            }
             match serde_json::from_str::<Notification>(n.payload()) {
                 Ok(ev) => {
                     // No subscribers is fine.

@@ -15,7 +15,8 @@
 //!   `warren_proto::connect`) and [`transfer`] (envd's `/files`).
 //! - [`events`]: LISTEN/NOTIFY fan-out for the SSE stream; [`audit`]: the
 //!   audit trail middleware.
-//! - [`recipe`]: the build recipe language, step cache keys, archive checks.
+//! - [`recipe`]: the build recipe language, step cache keys, archive checks;
+//!   [`build`]: template builds (queue, workers, layer cache).
 //! - [`server`]: wiring and the background loops; [`cli`]: `warren`.
 
 pub mod agent_client;
@@ -23,6 +24,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod db;

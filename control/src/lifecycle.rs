@@ -175,27 +175,57 @@ pub async fn create(app: &AppState, team_id: &str, spec: CreateSpec) -> ApiResul
         .memory_mb
         .or(tpl.memory_mb.and_then(|v| u32::try_from(v).ok()))
         .unwrap_or(512);
-    let timeout = match spec.timeout_sec.unwrap_or(0) {
+    let timeout_sec = match spec.timeout_sec.unwrap_or(0) {
         0 => 0,
         t => t.max(MIN_TIMEOUT_SEC),
     };
-    let metadata =
-        serde_json::to_value(spec.metadata.unwrap_or_default()).map_err(ApiError::internal)?;
+    let launch = Launch {
+        agent_template: tpl.agent_name.clone(),
+        pinned: tpl.pinned(),
+        tpl,
+        vcpus,
+        memory_mb,
+        timeout_sec,
+        metadata: spec.metadata.unwrap_or_default(),
+    };
+    self::launch(app, team_id, launch).await
+}
 
+/// A capsule about to be placed and made.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The template users see it made from (its defaults and shell apply).
+    pub tpl: TemplateRow,
+    /// What the agent makes it from: the template's own name, or a build
+    /// layer stored on some hosts only.
+    pub agent_template: String,
+    /// Only hosts that hold `agent_template` can take it.
+    pub pinned: bool,
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    /// Idle timeout (0: never idle-paused).
+    pub timeout_sec: u32,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Places and makes a capsule of `team_id` (admission checked across
+/// replicas by the host row locks), returning once the agent answered.
+pub async fn launch(app: &AppState, team_id: &str, l: Launch) -> ApiResult<CapsuleRow> {
+    let metadata = serde_json::to_value(&l.metadata).map_err(ApiError::internal)?;
     let mut tx = app.db.begin().await?;
     let loads = hosts::lock_loads(
         &mut tx,
         team_id,
-        &tpl.agent_name,
+        &l.agent_template,
         None,
         app.cfg.cpu_overcommit,
         app.cfg.memory_overcommit,
     )
     .await?;
     let req = scheduler::Request {
-        vcpus,
-        memory_mb,
-        template_pinned: tpl.pinned(),
+        vcpus: l.vcpus,
+        memory_mb: l.memory_mb,
+        template_pinned: l.pinned,
     };
     let host = scheduler::place(&loads, &req)
         .map_err(no_placement)?
@@ -213,12 +243,12 @@ pub async fn create(app: &AppState, team_id: &str, spec: CreateSpec) -> ApiResul
     .bind(&id)
     .bind(team_id)
     .bind(&host)
-    .bind(&tpl.id)
-    .bind(&tpl.name)
-    .bind(&tpl.agent_name)
-    .bind(i32::try_from(vcpus).unwrap_or(i32::MAX))
-    .bind(i32::try_from(memory_mb).unwrap_or(i32::MAX))
-    .bind(i32::try_from(timeout).unwrap_or(i32::MAX))
+    .bind(&l.tpl.id)
+    .bind(&l.tpl.name)
+    .bind(&l.agent_template)
+    .bind(i32::try_from(l.vcpus).unwrap_or(i32::MAX))
+    .bind(i32::try_from(l.memory_mb).unwrap_or(i32::MAX))
+    .bind(i32::try_from(l.timeout_sec).unwrap_or(i32::MAX))
     .bind(metadata)
     .bind(ids::new_secret(32))
     .bind(lease_ms)
@@ -227,6 +257,7 @@ pub async fn create(app: &AppState, team_id: &str, spec: CreateSpec) -> ApiResul
     tx.commit().await?;
 
     let app2 = app.clone();
+    let tpl = l.tpl;
     let result = detached(async move { drive_create(&app2, row, Some(tpl)).await }).await?;
     let row = match &result {
         Ok(r) | Err((r, _)) => r.clone(),
@@ -505,114 +536,115 @@ pub async fn ping(app: &AppState, row: &CapsuleRow) -> ApiResult<()> {
     Ok(())
 }
 
-/// Turns a running or paused capsule into team template `name`.
+/// Turns a running or paused capsule into team template `name` (an
+/// existing one of the team is replaced only with `overwrite`).
 pub async fn snapshot(
     app: &AppState,
     row: CapsuleRow,
     name: &str,
     overwrite: bool,
 ) -> ApiResult<TemplateRow> {
-    let back = row.status();
-    if !matches!(back, Running | Paused) {
-        return Err(ApiError::InvalidState(format!(
+    require_snapshottable(&row)?;
+    let previous = templates::claim_name(&app.db, &row.team_id, name, overwrite).await?;
+    let host_id = row.host()?.to_string();
+    let (agent_name, replace) = templates::agent_name_for(previous.as_ref(), &host_id);
+    let source = match &row.template_id {
+        Some(id) => templates::by_id(&app.db, id).await?,
+        None => None,
+    };
+    let (team_id, capsule_id) = (row.team_id.clone(), row.id.clone());
+    let info = snapshot_to(app, row.clone(), &agent_name, replace, None).await?;
+    let new = templates::TeamTemplate {
+        team_id: team_id.clone(),
+        name: name.to_string(),
+        agent_name,
+        host_id,
+        size_bytes: i64::try_from(info.size_bytes).unwrap_or(i64::MAX),
+        vcpus: Some(row.vcpus),
+        memory_mb: Some(row.memory_mb),
+        default_user: source
+            .as_ref()
+            .map_or_else(|| "user".to_string(), |t| t.default_user.clone()),
+        default_workdir: source.as_ref().and_then(|t| t.default_workdir.clone()),
+        default_env: source
+            .as_ref()
+            .map_or_else(|| serde_json::json!({}), |t| t.default_env.clone()),
+        shell: source
+            .as_ref()
+            .map_or_else(|| "/bin/bash -l -c".to_string(), |t| t.shell.clone()),
+        metadata: serde_json::json!({ "source_capsule": capsule_id }),
+    };
+    let mut tx = app.db.begin().await?;
+    let tpl = templates::put_team_template(&mut tx, &new, previous.as_ref()).await?;
+    events::publish(
+        &mut *tx,
+        &Notification {
+            team_id: Some(team_id),
+            event: "template.snapshot.create".into(),
+            data: events::frame(
+                "template.snapshot.create",
+                Some("success"),
+                ("template", name),
+                serde_json::json!({ "sandbox_id": capsule_id }),
+                None,
+            ),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    if let Some(prev) = previous.filter(|p| p.agent_name != tpl.agent_name) {
+        crate::api::snapshots::forget_agent_template(app, &prev.agent_name).await;
+    }
+    Ok(tpl)
+}
+
+fn require_snapshottable(row: &CapsuleRow) -> ApiResult<()> {
+    if matches!(row.status(), Running | Paused) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidState(format!(
             "capsule must be running or paused to snapshot (status: {})",
             row.status
-        )));
+        )))
     }
-    let existing = sqlx::query_as::<_, TemplateRow>(
-        "SELECT * FROM templates WHERE name = $1 AND (team_id = $2 OR team_id IS NULL)",
-    )
-    .bind(name)
-    .bind(&row.team_id)
-    .fetch_all(&app.db)
-    .await?;
-    if existing.iter().any(|t| t.team_id.is_none()) {
-        return Err(ApiError::Conflict(format!(
-            "'{name}' is a platform template name"
-        )));
-    }
-    let previous = existing.into_iter().next();
-    if previous.is_some() && !overwrite {
-        return Err(ApiError::Conflict(format!(
-            "a template named '{name}' already exists (use overwrite=true)"
-        )));
-    }
+}
+
+/// Copies `row`'s filesystem into agent template `agent_name` on its host
+/// (replacing one there only with `overwrite`); the capsule is
+/// `snapshotting` meanwhile and back in its state after. Records that the
+/// host holds the template.
+pub async fn snapshot_to(
+    app: &AppState,
+    row: CapsuleRow,
+    agent_name: &str,
+    overwrite: bool,
+    defaults: Option<pb::TemplateDefaults>,
+) -> ApiResult<pb::TemplateInfo> {
+    require_snapshottable(&row)?;
+    let back = row.status();
     let host_id = row.host()?.to_string();
     let row = begin(app, &row, &[back], Snapshotting).await?;
-    let app2 = app.clone();
-    let name = name.to_string();
+    let app = app.clone();
+    let agent_name = agent_name.to_string();
     detached(async move {
-        let host = hosts::conn(&app2.db, &host_id).await?;
-        let agent = app2.agent(&host)?;
-        let agent_name = previous
-            .as_ref()
-            .map(|t| t.agent_name.clone())
-            .unwrap_or_else(|| ids::new_id("snap-"));
-        let result = agent
-            .snapshot_capsule(&row.id, &agent_name, previous.is_some(), None)
+        let host = hosts::conn(&app.db, &host_id).await?;
+        let result = app
+            .agent(&host)?
+            .snapshot_capsule(&row.id, &agent_name, overwrite, defaults)
             .await;
-        let mut tx = app2.db.begin().await?;
-        capsules::transition(&mut tx, &row.id, &[Snapshotting], back, Change::default()).await?;
-        let info = match result {
-            Ok(info) => info,
-            Err(e) => {
-                tx.commit().await?;
-                return Err(rpc_to_api(e));
-            }
-        };
-        let size = i64::try_from(info.size_bytes).unwrap_or(i64::MAX);
-        let tpl_src = match &row.template_id {
-            Some(id) => templates::by_id(&app2.db, id).await?,
-            None => None,
-        };
-        let tpl = sqlx::query_as::<_, TemplateRow>(
-            "INSERT INTO templates (id, team_id, name, agent_name, type, vcpus, memory_mb, size_bytes,
-                                    host_id, default_user, default_workdir, default_env, shell)
-             VALUES ($1, $2, $3, $4, 'snapshot', $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (agent_name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,
-                 vcpus = EXCLUDED.vcpus, memory_mb = EXCLUDED.memory_mb, created_at = now()
-             RETURNING *",
-        )
-        .bind(ids::new_id("tpl-"))
-        .bind(&row.team_id)
-        .bind(&name)
-        .bind(&agent_name)
-        .bind(row.vcpus)
-        .bind(row.memory_mb)
-        .bind(size)
-        .bind(&host_id)
-        .bind(tpl_src.as_ref().map_or("user", |t| t.default_user.as_str()))
-        .bind(tpl_src.as_ref().and_then(|t| t.default_workdir.clone()))
-        .bind(tpl_src.as_ref().map_or(serde_json::json!({}), |t| t.default_env.clone()))
-        .bind(tpl_src.as_ref().map_or("/bin/bash -l -c", |t| t.shell.as_str()))
-        .fetch_one(&mut *tx)
-        .await?;
+        capsules::transition_now(&app.db, &row.id, &[Snapshotting], back, Change::default())
+            .await?;
+        let info = result.map_err(rpc_to_api)?;
         sqlx::query(
             "INSERT INTO host_templates (host_id, agent_name, size_bytes) VALUES ($1, $2, $3)
              ON CONFLICT (host_id, agent_name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes",
         )
         .bind(&host_id)
         .bind(&agent_name)
-        .bind(size)
-        .execute(&mut *tx)
+        .bind(i64::try_from(info.size_bytes).unwrap_or(i64::MAX))
+        .execute(&app.db)
         .await?;
-        events::publish(
-            &mut *tx,
-            &Notification {
-                team_id: Some(row.team_id.clone()),
-                event: "template.snapshot.create".into(),
-                data: events::frame(
-                    "template.snapshot.create",
-                    Some("success"),
-                    ("template", &name),
-                    serde_json::json!({ "sandbox_id": row.id }),
-                    None,
-                ),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(tpl)
+        Ok(info)
     })
     .await?
 }

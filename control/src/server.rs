@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::AppState;
 use crate::config::ControlConfig;
-use crate::{api, db, ids, monitor, reconciler};
+use crate::{api, build, db, ids, monitor, reconciler};
 
 /// Connects, migrates and builds the shared state.
 pub async fn state(cfg: ControlConfig) -> anyhow::Result<AppState> {
@@ -26,10 +26,13 @@ pub async fn state(cfg: ControlConfig) -> anyhow::Result<AppState> {
     Ok(AppState::new(pool, cfg, &secret))
 }
 
-/// Starts the event listener and (unless disabled) the monitor and the
-/// reconciler.
+/// Starts the event listener, the build workers (unless there are none)
+/// and (unless disabled) the monitor and the reconciler.
 pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![tokio::spawn(app.events.clone().run(app.db.clone()))];
+    if app.cfg.build_workers > 0 {
+        tasks.push(tokio::spawn(build::worker::run(app.clone())));
+    }
     if !app.cfg.no_background {
         tasks.push(tokio::spawn(monitor::run(app.clone())));
         tasks.push(tokio::spawn(reconciler::run(app.clone())));

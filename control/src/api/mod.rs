@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
+pub mod builds;
 pub mod capsule_proxy;
 pub mod capsules;
 pub mod events;
@@ -114,6 +115,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::destroy_capsule))
         .routes(routes!(admin::templates, admin::put_template))
         .routes(routes!(admin::delete_template))
+        .routes(routes!(builds::create, builds::list))
+        .routes(routes!(builds::get))
+        .routes(routes!(builds::cancel))
+        .routes(routes!(builds::logs))
 }
 
 /// The OpenAPI document.

@@ -143,14 +143,24 @@ pub async fn delete(
 
 /// Removes a template from every host holding it, then its row.
 pub async fn delete_everywhere(app: &AppState, tpl: &TemplateRow) -> ApiResult<()> {
+    delete_agent_template(app, &tpl.agent_name).await?;
+    sqlx::query("DELETE FROM templates WHERE id = $1")
+        .bind(&tpl.id)
+        .execute(&app.db)
+        .await?;
+    Ok(())
+}
+
+/// Removes agent template `agent_name` from every host that holds it.
+pub async fn delete_agent_template(app: &AppState, agent_name: &str) -> ApiResult<()> {
     let holders: Vec<String> =
         sqlx::query_scalar("SELECT host_id FROM host_templates WHERE agent_name = $1")
-            .bind(&tpl.agent_name)
+            .bind(agent_name)
             .fetch_all(&app.db)
             .await?;
     for host_id in holders {
         let host = hosts::conn(&app.db, &host_id).await?;
-        match app.agent(&host)?.delete_template(&tpl.agent_name).await {
+        match app.agent(&host)?.delete_template(agent_name).await {
             Ok(()) => {}
             Err(e) if e.code == warren_proto::connect::Code::NotFound => {}
             Err(e) => {
@@ -164,13 +174,17 @@ pub async fn delete_everywhere(app: &AppState, tpl: &TemplateRow) -> ApiResult<(
         }
         sqlx::query("DELETE FROM host_templates WHERE host_id = $1 AND agent_name = $2")
             .bind(&host_id)
-            .bind(&tpl.agent_name)
+            .bind(agent_name)
             .execute(&app.db)
             .await?;
     }
-    sqlx::query("DELETE FROM templates WHERE id = $1")
-        .bind(&tpl.id)
-        .execute(&app.db)
-        .await?;
     Ok(())
+}
+
+/// [`delete_agent_template`] for a version nothing refers to any more
+/// (replaced by a newer one); a failure is only logged.
+pub async fn forget_agent_template(app: &AppState, agent_name: &str) {
+    if let Err(e) = delete_agent_template(app, agent_name).await {
+        tracing::warn!(template = agent_name, error = %e, "removing a replaced template version failed");
+    }
 }

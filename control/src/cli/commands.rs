@@ -85,6 +85,30 @@ pub enum CapsuleCmd {
 pub enum TemplateCmd {
     /// Templates this team can start capsules from.
     Ls,
+    /// Build a template from a recipe, showing its log live (Ctrl-C
+    /// cancels the build).
+    Build {
+        /// The recipe file.
+        file: PathBuf,
+        /// Name of the template to make.
+        #[arg(long)]
+        name: String,
+        /// Template to build on (default: the platform's default).
+        #[arg(long)]
+        base: Option<String>,
+        /// Archive (tar, tar.gz or zip) holding the files COPY reads.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// Replace the team's template of the same name.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        #[arg(long)]
+        memory_mb: Option<u32>,
+    },
+    /// Delete one of the team's templates.
+    Rm { name: String },
 }
 
 /// A configured API client.
@@ -122,7 +146,7 @@ impl Api {
             .header("X-API-Key", &self.key)
     }
 
-    async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    pub async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -423,6 +447,40 @@ async fn copy(api: &Api, src: &str, dst: &str) -> anyhow::Result<()> {
 
 pub async fn template(api: &Api, cmd: TemplateCmd) -> anyhow::Result<i32> {
     match cmd {
+        TemplateCmd::Build {
+            file,
+            name,
+            base,
+            archive,
+            overwrite,
+            vcpus,
+            memory_mb,
+        } => {
+            let recipe = tokio::fs::read_to_string(&file)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?;
+            let req = super::build::BuildArgs {
+                name,
+                base,
+                recipe,
+                archive,
+                overwrite,
+                vcpus,
+                memory_mb,
+            };
+            super::build::run(api, req).await
+        }
+        TemplateCmd::Rm { name } => {
+            let p = Progress::start(&format!("deleting template {name}"));
+            api.call(
+                reqwest::Method::DELETE,
+                &format!("/v1/snapshots/{}", crate::envd_client::urlencode(&name)),
+                None,
+            )
+            .await?;
+            p.done("deleted");
+            Ok(0)
+        }
         TemplateCmd::Ls => {
             let list = api
                 .call(reqwest::Method::GET, "/v1/snapshots", None)

@@ -1,7 +1,9 @@
 //! The `warren` command line: `up` / `down` / `status` for a local
 //! installation ([`up`]), and user commands against any control plane
-//! ([`commands`], [`terminal`] for `capsule pty`).
+//! ([`commands`], [`terminal`] for `capsule pty`, [`build`] for
+//! `template build`).
 
+pub mod build;
 pub mod commands;
 pub mod pg;
 pub mod terminal;

@@ -105,7 +105,7 @@ pub fn builtin_shell(agent_name: &str) -> &'static str {
 /// Makes a platform template of every base template an agent reports that
 /// is not known yet (agents create built-ins such as `tiny` on demand).
 pub async fn register_reported(db: &PgPool, agent_name: &str, size: i64) -> sqlx::Result<()> {
-    if agent_name.starts_with("snap-") {
+    if agent_name.starts_with(SNAPSHOT_PREFIX) {
         return Ok(());
     }
     sqlx::query(
@@ -120,4 +120,110 @@ pub async fn register_reported(db: &PgPool, agent_name: &str, size: i64) -> sqlx
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Checks that `team_id` may give a template `name`: platform names are
+/// never free; a team template of that name is returned to be replaced
+/// when `overwrite`, else it is a conflict.
+pub async fn claim_name(
+    db: &PgPool,
+    team_id: &str,
+    name: &str,
+    overwrite: bool,
+) -> Result<Option<TemplateRow>, ApiError> {
+    let existing = sqlx::query_as::<_, TemplateRow>(
+        "SELECT * FROM templates WHERE name = $1 AND (team_id = $2 OR team_id IS NULL)",
+    )
+    .bind(name)
+    .bind(team_id)
+    .fetch_all(db)
+    .await?;
+    if existing.iter().any(|t| t.team_id.is_none()) {
+        return Err(ApiError::Conflict(format!(
+            "'{name}' is a platform template name"
+        )));
+    }
+    let previous = existing.into_iter().next();
+    if previous.is_some() && !overwrite {
+        return Err(ApiError::Conflict(format!(
+            "a template named '{name}' already exists (use overwrite=true)"
+        )));
+    }
+    Ok(previous)
+}
+
+/// The agent name a new version of a team template is stored under on
+/// `host_id`, and whether that replaces one there: the previous version's
+/// name when it lives on the same host (the agent swaps it atomically and
+/// capsules running on it keep theirs), else a fresh one.
+pub fn agent_name_for(previous: Option<&TemplateRow>, host_id: &str) -> (String, bool) {
+    match previous {
+        Some(p) if p.host_id.as_deref() == Some(host_id) => (p.agent_name.clone(), true),
+        _ => (crate::ids::new_id(SNAPSHOT_PREFIX), false),
+    }
+}
+
+/// Agent names of team templates and build layers start with this; agents
+/// report them like any template, and they are never taken for platform
+/// templates.
+pub const SNAPSHOT_PREFIX: &str = "snap-";
+
+/// A team template as a snapshot or a build makes it.
+#[derive(Debug, Clone)]
+pub struct TeamTemplate {
+    pub team_id: String,
+    pub name: String,
+    pub agent_name: String,
+    pub host_id: String,
+    pub size_bytes: i64,
+    pub vcpus: Option<i32>,
+    pub memory_mb: Option<i32>,
+    pub default_user: String,
+    pub default_workdir: Option<String>,
+    pub default_env: Value,
+    pub shell: String,
+    pub metadata: Value,
+}
+
+/// Writes `t`: a new row, or `previous` replaced in place (same id, so
+/// capsules made from it still point at it). A name taken meanwhile is a
+/// conflict.
+pub async fn put_team_template(
+    conn: &mut sqlx::PgConnection,
+    t: &TeamTemplate,
+    previous: Option<&TemplateRow>,
+) -> Result<TemplateRow, ApiError> {
+    sqlx::query_as::<_, TemplateRow>(
+        "INSERT INTO templates (id, team_id, name, agent_name, type, vcpus, memory_mb, size_bytes,
+                                host_id, default_user, default_workdir, default_env, shell, metadata)
+         VALUES ($1, $2, $3, $4, 'snapshot', $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (id) DO UPDATE SET agent_name = EXCLUDED.agent_name,
+             vcpus = EXCLUDED.vcpus, memory_mb = EXCLUDED.memory_mb,
+             size_bytes = EXCLUDED.size_bytes, host_id = EXCLUDED.host_id,
+             default_user = EXCLUDED.default_user, default_workdir = EXCLUDED.default_workdir,
+             default_env = EXCLUDED.default_env, shell = EXCLUDED.shell,
+             metadata = EXCLUDED.metadata, created_at = now()
+         RETURNING *",
+    )
+    .bind(previous.map_or_else(|| crate::ids::new_id("tpl-"), |p| p.id.clone()))
+    .bind(&t.team_id)
+    .bind(&t.name)
+    .bind(&t.agent_name)
+    .bind(t.vcpus)
+    .bind(t.memory_mb)
+    .bind(t.size_bytes)
+    .bind(&t.host_id)
+    .bind(&t.default_user)
+    .bind(&t.default_workdir)
+    .bind(&t.default_env)
+    .bind(&t.shell)
+    .bind(&t.metadata)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            ApiError::Conflict(format!("a template named '{}' already exists", t.name))
+        }
+        _ => e.into(),
+    })
 }

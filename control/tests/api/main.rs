@@ -2,11 +2,14 @@
 //! One test binary (one cluster); each test gets its own database.
 
 mod common;
+mod real_agent;
 mod stub_agent;
 
 mod admin;
 mod auth;
 mod bad_input;
+mod build_input;
+mod builds;
 mod hosts;
 mod in_capsule;
 mod isolation;
