@@ -341,8 +341,12 @@ impl CowDisks {
 
 /// Grows the ext4 filesystem on `target` (a file is extended first) to `size`.
 fn grow_ext4(target: &Path, size: u64) -> Result<(), CowError> {
-    crate::template::image::grow(target, size)
-        .map_err(|e| CowError::io(format!("growing the file system on {}", target.display()), e))
+    crate::template::image::grow(target, size).map_err(|e| {
+        CowError::io(
+            format!("growing the file system on {}", target.display()),
+            e,
+        )
+    })
 }
 
 fn block_device_size(device: &Path) -> Result<u64, CowError> {

@@ -660,9 +660,7 @@ impl TemplateStore {
                     .collect()
             })
             .unwrap_or_default();
-        let Ok(trash) = self.staging_dir() else {
-            return garbage;
-        };
+        let mut trash: Option<tempfile::TempDir> = None;
         for version in self.versions() {
             let Some(file_name) = version.file_name() else {
                 continue;
@@ -674,8 +672,13 @@ impl TemplateStore {
             let Ok(image_lock) = try_lock_file(&version.join(".image.lock")) else {
                 continue;
             };
-            let dest = trash.path().join(file_name);
-            match std::fs::rename(&version, &dest) {
+            if trash.is_none() {
+                trash = self.staging_dir().ok();
+            }
+            let Some(bin) = &trash else {
+                break;
+            };
+            match std::fs::rename(&version, bin.path().join(file_name)) {
                 Ok(()) => {
                     tracing::info!(version = %version.display(), "removing an unused template version")
                 }
@@ -685,7 +688,7 @@ impl TemplateStore {
             }
             drop(image_lock);
         }
-        garbage.push(trash.keep());
+        garbage.extend(trash.map(tempfile::TempDir::keep));
         if let Ok(entries) = std::fs::read_dir(self.dir.join(STAGING)) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
