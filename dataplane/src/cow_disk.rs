@@ -27,7 +27,6 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use loopdev::LoopDevice;
 
@@ -202,11 +201,9 @@ impl CowDisks {
                 )
             }
         })?;
+        drop(file);
         if size > template_size {
-            file.set_len(size)
-                .map_err(|e| CowError::io(format!("extending {}", path.display()), e))?;
-            drop(file);
-            grow_ext4(&path)?;
+            grow_ext4(&path, size)?;
         }
         Ok(CowDisk {
             id: id.to_string(),
@@ -250,7 +247,7 @@ impl CowDisks {
             size,
         )?;
         if size > template_size {
-            grow_ext4(&path)?;
+            grow_ext4(&path, size)?;
         }
         Ok(CowDisk {
             id: id.to_string(),
@@ -342,19 +339,14 @@ impl CowDisks {
     }
 }
 
-/// Grows the ext4 filesystem on `target` to the size of the file/device.
-fn grow_ext4(target: &Path) -> Result<(), CowError> {
-    let out = Command::new("resize2fs")
-        .arg(target)
-        .output()
-        .map_err(|e| CowError::io("running resize2fs (apt package: e2fsprogs)", e))?;
-    if !out.status.success() {
-        return Err(CowError::Tool {
-            command: format!("resize2fs {}", target.display()),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+/// Grows the ext4 filesystem on `target` (a file is extended first) to `size`.
+fn grow_ext4(target: &Path, size: u64) -> Result<(), CowError> {
+    crate::template::image::grow(target, size).map_err(|e| {
+        CowError::io(
+            format!("growing the file system on {}", target.display()),
+            e,
+        )
+    })
 }
 
 fn block_device_size(device: &Path) -> Result<u64, CowError> {

@@ -23,21 +23,6 @@ use warren_proto::{
     process::{ProcessConfig, StartRequest, process_event},
 };
 
-/// Whether this process may lower OOM scores (`CAP_SYS_RESOURCE`): only
-/// then can the agent make envd the OOM killer's last choice.
-fn has_cap_sys_resource() -> bool {
-    const CAP_SYS_RESOURCE: u32 = 24;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_capsules_created_concurrently_each_run_a_command() {
     require_root!();

@@ -446,3 +446,43 @@ async fn overwrite_clashes_and_deleting_templates_in_use() {
     agent.create("again", 64, |_| {}).await.unwrap();
     assert_eq!(agent.sh("again", "echo back").await, ("back\n".into(), 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minimal_capsules_run_as_user_in_its_home_and_snapshot() {
+    if std::env::var("WARREN_TEST_MINIMAL").as_deref() != Ok("1") {
+        eprintln!(
+            "skipping: set WARREN_TEST_MINIMAL=1 to build `minimal` (debootstrap from this host's apt mirror: network, a few minutes)"
+        );
+        return;
+    }
+    require_root!();
+    let agent = Agent::start(&[]);
+    let store = store_of(&agent);
+    tokio::task::spawn_blocking(move || store.ensure("minimal"))
+        .await
+        .unwrap()
+        .unwrap();
+    agent
+        .create("m1", 256, |r| r.template = "minimal".into())
+        .await
+        .unwrap();
+    let probe = "whoami; pwd; echo $HOME; id -u; python3 -c 'print(6*7)'; \
+                 bash -c 'echo bash $BASH_VERSINFO'; curl --version | cut -d' ' -f1 | head -1; \
+                 test -r /etc/ssl/certs/ca-certificates.crt && echo certs; ps -e -o pid= | head -1 | tr -d ' '";
+    let (out, code) = agent.sh("m1", probe).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "user\n/home/user\n/home/user\n1000\n42\nbash 5\ncurl\ncerts\n1\n"
+    );
+    agent.sh("m1", "echo mine > ~/note").await;
+    snapshot(&agent, "m1", "mine", false, None).await.unwrap();
+    agent
+        .create("m2", 256, |r| r.template = "mine".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.sh("m2", "whoami; stat -c %U note; cat note").await,
+        ("user\nuser\nmine\n".into(), 0)
+    );
+}

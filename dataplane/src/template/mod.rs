@@ -602,25 +602,48 @@ impl TemplateStore {
         Ok(())
     }
 
-    /// Every template (current versions), by name.
+    /// Every template (current versions), by name, and [`TINY`] even
+    /// before it is made: it is made within the first create that asks
+    /// for it (`minimal` takes minutes and is listed once built).
     pub fn list(&self) -> Vec<TemplateSummary> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| check_name(n).is_ok())
-            .collect();
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| check_name(n).is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
         names.sort();
-        names
+        let mut list: Vec<TemplateSummary> = names
             .into_iter()
             .filter_map(|name| {
                 let template = self.get(&name).ok()?;
                 let capsules = self.holders_of(&name);
                 Some(TemplateSummary { template, capsules })
             })
-            .collect()
+            .collect();
+        if !list.iter().any(|s| s.template.meta.name == TINY) {
+            let on_offer = Template {
+                meta: TemplateMeta {
+                    name: TINY.into(),
+                    builtin: true,
+                    id_map: self.id_map,
+                    defaults: TemplateDefaults::default(),
+                    rootfs_bytes: 0,
+                    created_at_ms: 0,
+                    origin: Some("built in, made on first use".into()),
+                },
+                dir: self.dir.join(TINY),
+            };
+            list.push(TemplateSummary {
+                template: on_offer,
+                capsules: Vec::new(),
+            });
+            list.sort_by(|a, b| a.template.meta.name.cmp(&b.template.meta.name));
+        }
+        list
     }
 
     /// Capsules holding any version published under `name`.
@@ -660,9 +683,7 @@ impl TemplateStore {
                     .collect()
             })
             .unwrap_or_default();
-        let Ok(trash) = self.staging_dir() else {
-            return garbage;
-        };
+        let mut trash: Option<tempfile::TempDir> = None;
         for version in self.versions() {
             let Some(file_name) = version.file_name() else {
                 continue;
@@ -674,8 +695,13 @@ impl TemplateStore {
             let Ok(image_lock) = try_lock_file(&version.join(".image.lock")) else {
                 continue;
             };
-            let dest = trash.path().join(file_name);
-            match std::fs::rename(&version, &dest) {
+            if trash.is_none() {
+                trash = self.staging_dir().ok();
+            }
+            let Some(bin) = &trash else {
+                break;
+            };
+            match std::fs::rename(&version, bin.path().join(file_name)) {
                 Ok(()) => {
                     tracing::info!(version = %version.display(), "removing an unused template version")
                 }
@@ -685,7 +711,7 @@ impl TemplateStore {
             }
             drop(image_lock);
         }
-        garbage.push(trash.keep());
+        garbage.extend(trash.map(tempfile::TempDir::keep));
         if let Ok(entries) = std::fs::read_dir(self.dir.join(STAGING)) {
             for entry in entries.flatten() {
                 let name = entry.file_name();

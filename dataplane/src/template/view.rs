@@ -49,6 +49,12 @@ impl IdShift {
     /// Makes the namespace (a short-lived child holds it while the agent
     /// writes its maps; the descriptor keeps it alive afterwards).
     pub fn new(map: &IdMap) -> io::Result<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "making templates needs root (idmapped mounts, debootstrap)",
+            ));
+        }
         let (ready_r, ready_w) = nix::unistd::pipe()?;
         let (done_r, done_w) = nix::unistd::pipe()?;
         // SAFETY: the child only makes system calls (unshare, write, read,

@@ -28,6 +28,19 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+pub fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
 pub fn bin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warren-agent"))
         .parent()
@@ -224,7 +237,13 @@ impl Agent {
         let mut events = self.process(id).start(&req).await.unwrap();
         let mut out = Vec::new();
         while let Some(ev) = events.next().await {
-            match ev.unwrap().event.and_then(|e| e.event) {
+            let ev = ev.unwrap_or_else(|e| {
+                panic!(
+                    "stream of {script:?} in {id} broke: {e}\nagent log:\n{}",
+                    self.log()
+                )
+            });
+            match ev.event.and_then(|e| e.event) {
                 Some(process_event::Event::Data(d)) => {
                     if let Some(process_event::data_event::Output::Stdout(b)) = d.output {
                         out.extend_from_slice(&b);
