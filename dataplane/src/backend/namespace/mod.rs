@@ -19,7 +19,7 @@
 
 mod disk;
 pub mod enter;
-mod envd;
+pub(crate) mod envd;
 mod launch;
 mod rootfs;
 pub mod seccomp;
