@@ -413,7 +413,8 @@ async fn mock_firecracker_snapshots_carry_memory_and_loads_check_it() {
         .await
         .expect_err("diff without dirty-page tracking");
     assert!(
-        err.fault_message().is_some_and(|m| m.contains("dirty page")),
+        err.fault_message()
+            .is_some_and(|m| m.contains("dirty page")),
         "{err}"
     );
     client

@@ -444,7 +444,11 @@ impl State {
         let names = |key: &str| -> Vec<String> {
             vmstate[key]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         self.drives = names("drives");

@@ -91,7 +91,8 @@ impl Span {
     }
 
     fn has_data(&self, n: usize) -> bool {
-        self.page(n).iter().any(|&b| b != 0)
+        static ZERO: [u8; PAGE] = [0; PAGE];
+        self.page(n) != ZERO
     }
 
     /// Digest of the given pages that hold data, with their numbers.
@@ -276,7 +277,12 @@ impl Memory {
     /// Hands the memory to the page server at `socket` (the `Uffd`
     /// backend), waits for the first page, and starts the guest reader that
     /// checks the rest against `digest`; `id` names it in its report.
-    pub fn load_from_page_server(&mut self, socket: &Path, digest: u64, id: &str) -> Result<(), String> {
+    pub fn load_from_page_server(
+        &mut self,
+        socket: &Path,
+        digest: u64,
+        id: &str,
+    ) -> Result<(), String> {
         self.connect_page_server(socket)
             .map_err(|e| format!("userfaultfd handshake with {}: {e}", socket.display()))?;
         // Firecracker writes into guest memory during the load, which
@@ -300,9 +306,8 @@ impl Memory {
 
     fn connect_page_server(&mut self, socket: &Path) -> io::Result<()> {
         // SAFETY: userfaultfd(2) with flags only; returns a new descriptor.
-        let raw = unsafe {
-            libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK)
-        };
+        let raw =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -365,7 +370,7 @@ fn check(span: Span, digest: u64, pace: Duration) -> Result<BTreeSet<usize>, Str
 }
 
 fn fnv(h: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(h, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
