@@ -65,7 +65,7 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
         .await
         .expect("slot");
     let spec = spec(&id, &slot.netns_path());
-    let _guard = Destroy(backend, id.clone());
+    let _guard = Destroy(backend.clone(), id.clone());
 
     // Create: disk, TAP, process in the slot's namespace, configured, booted.
     let handle = backend.create(&spec).await.expect("create");
@@ -96,7 +96,10 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
         one_time_burst: 0,
         refill_time_ms: 500,
     };
-    backend.set_tx_limit(&id, Some(faster)).await.expect("limit");
+    backend
+        .set_tx_limit(&id, Some(faster))
+        .await
+        .expect("limit");
     backend.set_tx_limit(&id, None).await.expect("unlimited");
     let err = backend
         .set_tx_limit(
@@ -112,9 +115,12 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
 
     // Pause: a full snapshot, the process gone.
     backend.pause(&id).await.expect("pause");
-    assert_eq!(backend.status(&id).await.expect("status").state, RunState::Paused);
+    assert_eq!(
+        backend.status(&id).await.expect("status").state,
+        RunState::Paused
+    );
     assert_eq!(backend.firecracker_pid(&id), None);
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "firecracker stopped");
+    assert!(!fc_support::alive(pid), "firecracker stopped");
     let snapshots = backend.snapshot_dir(&id);
     for f in ["vmstate", "mem"] {
         assert!(snapshots.join(f).is_file(), "{f}");
@@ -131,7 +137,10 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
     // Resume through the page server; the stand-in reads back all of its
     // memory through it and checks every byte.
     backend.resume(&id).await.expect("resume");
-    assert_eq!(backend.status(&id).await.expect("status").state, RunState::Running);
+    assert_eq!(
+        backend.status(&id).await.expect("status").state,
+        RunState::Running
+    );
     const VERIFIED: &str = "guest memory verified after restore";
     world.wait_console(&id, VERIFIED, 1).await;
     let served = backend.page_server_stats(&id).expect("page server");
@@ -235,6 +244,403 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
         &json!({"snapshot_path": snap("vmstate.new"), "mem_file_path": snap("mem.diff"),
                 "snapshot_type": "Diff"})
     );
-    assert_eq!(body(17), &metadata, "MMDS put back after the second restore");
+    assert_eq!(
+        body(17),
+        &metadata,
+        "MMDS put back after the second restore"
+    );
     world.assert_requests_match_the_spec();
+}
+
+/// A process run through the proxy's envd relay: (stdout, exit code).
+async fn exec(
+    proxy: std::net::SocketAddr,
+    id: &CapsuleId,
+    script: &str,
+) -> Result<(String, i32), String> {
+    use futures_util::StreamExt;
+    use http::{HeaderName, HeaderValue};
+    use warren_proto::connect::Client;
+    use warren_proto::process::{ProcessClient, ProcessConfig, StartRequest, process_event};
+    let h = HeaderName::from_static;
+    let client = ProcessClient::new(
+        Client::builder(format!("http://{proxy}"))
+            .header(
+                h("e2b-sandbox-id"),
+                HeaderValue::from_str(id.as_str()).expect("id"),
+            )
+            .header(h("e2b-sandbox-port"), HeaderValue::from_static("49983"))
+            .header(
+                h("x-warren-agent-token"),
+                HeaderValue::from_static(fc_support::AGENT_TOKEN),
+            )
+            .build()
+            .expect("client"),
+    );
+    let req = StartRequest {
+        process: Some(ProcessConfig {
+            cmd: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut events = client.start(&req).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(ev) = events.next().await {
+        match ev.map_err(|e| e.to_string())?.event.and_then(|e| e.event) {
+            Some(process_event::Event::Data(d)) => {
+                if let Some(process_event::data_event::Output::Stdout(b)) = d.output {
+                    out.extend_from_slice(&b);
+                }
+            }
+            Some(process_event::Event::End(end)) => {
+                return Ok((String::from_utf8_lossy(&out).into_owned(), end.exit_code));
+            }
+            _ => {}
+        }
+    }
+    Err("the stream ended without an end event".into())
+}
+
+/// The sandbox manager over the Firecracker backend: envd (real, in a
+/// stand-in guest namespace behind the slot's TAP, which the test relays as
+/// Firecracker's virtio-net would) answers through the capsule address; a
+/// pause drains the proxied connections (a running command's stream is
+/// force-closed after the grace), asks envd to prepare and snapshots; the
+/// resume restores through the page server, re-initialises envd and
+/// reopens the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_firecracker_manager_drains_snapshots_restores_and_reinits_envd() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use warren_dataplane::manager::{
+        CreateRequest, EnvdDefaults, Manager, ManagerConfig, State, TxLimitRecord,
+    };
+    use warren_dataplane::netslot::DEFAULT_TAP_TXQUEUELEN;
+    use warren_dataplane::netslot::testing::FakeGuest;
+
+    if !fc_support::prerequisites() {
+        return;
+    }
+    let world = World::new(DEFAULT_TAP_TXQUEUELEN).await;
+    let mut config = ManagerConfig::new(world.config.data_dir.clone());
+    config.envd_ready_timeout = Duration::from_secs(30);
+    config.drain_grace = Duration::from_millis(300);
+    let manager = Manager::open(
+        config,
+        Arc::new(world.backend.clone()),
+        world.slots.clone(),
+        world.proxy.clone(),
+    )
+    .await
+    .expect("manager");
+    let id = unique("fcmgr");
+    let _guard = Destroy(world.backend.clone(), id.clone());
+    let req = CreateRequest {
+        id: id.to_string(),
+        template: "tiny".into(),
+        vcpus: 1,
+        memory_mb: 32,
+        disk_mb: 256,
+        defaults: EnvdDefaults {
+            env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+            ..EnvdDefaults::default()
+        },
+        envd_token: Some("envd-secret".into()),
+        ..CreateRequest::default()
+    };
+    let create = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.create(req).await }
+    });
+    // Once the TAP exists, the stand-in guest and its envd come up behind it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let slot = loop {
+        if let Some(slot) = world.slots.get(id.as_str()).await
+            && fc_support::tap_exists(slot.netns_name())
+        {
+            break slot;
+        }
+        assert!(Instant::now() < deadline, "no TAP appeared");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let guest = FakeGuest::start(&world.net, &slot).await;
+    let _envd = fc_support::GuestEnvd::start(&guest.netns, &world.run_dir.0.join("envd.log"));
+    let record = create.await.expect("join").expect("create");
+    assert_eq!(record.state, State::Running);
+    assert!(record.envd_version.is_some());
+    assert_eq!(fc_support::tap_txqueuelen(slot.netns_name()), 5000);
+    // Egress is shaped once, by Firecracker: the slot has no limit of its own.
+    let info = world.slots.list().await;
+    let info = info.iter().find(|i| i.slot == slot).expect("slot info");
+    assert_eq!(info.tx_limit, None);
+
+    let proxy = world.proxy.local_addr();
+    let (out, code) = exec(proxy, &id, "echo $GREETING").await.expect("exec");
+    assert_eq!((out.as_str(), code), ("hello\n", 0));
+
+    // A command still running when the pause comes is cut off after the grace.
+    let long = tokio::spawn({
+        let id = id.clone();
+        async move { exec(proxy, &id, "sleep 30; echo late").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused = manager.pause(id.as_str()).await.expect("pause");
+    assert_eq!(paused.state, State::Paused);
+    let cut = tokio::time::timeout(Duration::from_secs(10), long)
+        .await
+        .expect("the running command's stream was closed")
+        .expect("join");
+    assert!(cut.is_err(), "{cut:?}");
+    assert!(
+        exec(proxy, &id, "true").await.is_err(),
+        "a paused capsule is not reachable"
+    );
+    assert!(world.backend.firecracker_pid(&id).is_none());
+
+    let resumed = manager
+        .resume(id.as_str(), None, None)
+        .await
+        .expect("resume");
+    assert_eq!(resumed.state, State::Running);
+    let (out, _) = exec(proxy, &id, "echo $GREETING")
+        .await
+        .expect("exec after resume");
+    assert_eq!(out, "hello\n", "defaults re-applied");
+    world
+        .wait_console(&id, "guest memory verified after restore", 1)
+        .await;
+
+    let limit = TxLimitRecord {
+        size: 2_000_000,
+        one_time_burst: 1_000_000,
+        refill_time_ms: 1000,
+    };
+    let changed = manager
+        .set_tx_limit(id.as_str(), Some(limit))
+        .await
+        .expect("tx limit");
+    assert_eq!(changed.tx_limit, Some(limit));
+
+    manager.destroy(id.as_str()).await.expect("destroy");
+    assert!(world.slots.get(id.as_str()).await.is_none());
+    assert!(!world.capsule_dir(&id).exists());
+
+    let calls = world.recorded();
+    let nic = calls
+        .iter()
+        .find(|(m, p, _)| m == "PUT" && p == "/network-interfaces/eth0")
+        .expect("NIC");
+    assert_eq!(
+        nic.2["tx_rate_limiter"],
+        json!({"bandwidth": {"size": 200_000_000, "one_time_burst": 100_000_000, "refill_time": 1000}}),
+        "the default limit: 200 MB/s, 100 MB burst, 1 s refill"
+    );
+    assert!(calls.iter().any(|(m, p, b)| m == "PATCH"
+        && p == "/network-interfaces/eth0"
+        && b["tx_rate_limiter"]["bandwidth"]["size"] == json!(2_000_000)));
+    world.assert_requests_match_the_spec();
+}
+
+/// The agent restarts while a restored microVM is still faulting its
+/// memory in: the new backend adopts the running VM and gives it a new
+/// page server (the userfaultfd taken back from the process), and the
+/// guest finishes reading its memory, every byte right. Then a restart
+/// while it is paused: its snapshot is its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_firecracker_restart_reattaches_the_page_server_and_adopts_paused_vms() {
+    use std::sync::Arc;
+    if !fc_support::prerequisites() {
+        return;
+    }
+    let mut world = World::new(5000).await;
+    let id = unique("fcrst");
+    let slot = world
+        .slots
+        .acquire(id.as_str(), SlotOptions::default())
+        .await
+        .expect("slot");
+    let mut spec = spec(&id, &slot.netns_path());
+    // Large enough that the guest is still reading when the agent goes.
+    spec.resources.memory_mb = 128;
+    let backend = world.backend.clone();
+    backend.create(&spec).await.expect("create");
+    backend.pause(&id).await.expect("pause");
+    backend.resume(&id).await.expect("resume");
+    let served = backend.page_server_stats(&id).expect("page server");
+    let pages = (128u64 << 20) / 4096;
+    assert!(
+        served.pages_copied + served.pages_zeroed < pages,
+        "the guest had not read all of its memory yet: {served:?}"
+    );
+    let pid = backend.firecracker_pid(&id).expect("pid");
+
+    // The agent goes away: its backend and its data-plane cores (and with
+    // them the page server). Firecracker keeps running.
+    let new_proxy = Arc::new(fc_support::start_proxy());
+    world.backend = World::open(&world.config, &world.slots, &new_proxy).await;
+    drop(backend);
+    drop(std::mem::replace(&mut world.proxy, new_proxy));
+    let backend = world.backend.clone();
+    let _guard = Destroy(backend.clone(), id.clone());
+    assert!(fc_support::alive(pid), "firecracker survived");
+
+    let handle = backend.adopt(&id).await.expect("adopt");
+    assert_eq!(handle.status.state, RunState::Running);
+    assert_eq!(backend.firecracker_pid(&id), Some(pid));
+    world
+        .wait_console(&id, "guest memory verified after restore", 1)
+        .await;
+    let served = backend.page_server_stats(&id).expect("new page server");
+    assert!(served.faults > 0, "the new page server served: {served:?}");
+
+    // Paused, then the agent restarts again: the snapshot is the state.
+    backend.pause(&id).await.expect("pause");
+    drop(backend);
+    world.backend = World::open(&world.config, &world.slots, &world.proxy).await;
+    let backend = world.backend.clone();
+    let handle = backend.adopt(&id).await.expect("adopt paused");
+    assert_eq!(handle.status.state, RunState::Paused);
+    backend.resume(&id).await.expect("resume after the restart");
+    world
+        .wait_console(&id, "guest memory verified after restore", 2)
+        .await;
+    backend.destroy(&id).await.expect("destroy");
+    world.slots.release(&slot).await.expect("release");
+    world.assert_requests_match_the_spec();
+}
+
+/// An agent that died half-way through a pause: before the snapshot was
+/// complete the VM runs on (vCPUs resumed, partial files dropped); after,
+/// the pause is finished (process stopped, snapshot committed) and the
+/// capsule resumes from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_firecracker_interrupted_pauses_are_undone_or_finished_on_adoption() {
+    use vmm_api::Client;
+    use vmm_api::model::{SnapshotCreate, SnapshotType};
+    if !fc_support::prerequisites() {
+        return;
+    }
+    let mut world = World::new(5000).await;
+    let id = unique("fcint");
+    let slot = world
+        .slots
+        .acquire(id.as_str(), SlotOptions::default())
+        .await
+        .expect("slot");
+    let spec = spec(&id, &slot.netns_path());
+    world.backend.create(&spec).await.expect("create");
+    let state_file = world.capsule_dir(&id).join("firecracker.json");
+    let api = Client::new(world.config.runtime_dir.join(id.as_str()).join("api.sock"));
+    let snapshots = world.backend.snapshot_dir(&id);
+    let set_phase = |phase: &str| {
+        let mut state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state_file).expect("state")).expect("json");
+        state["phase"] = json!(phase);
+        std::fs::write(&state_file, state.to_string()).expect("write state");
+    };
+    let restart = |world: &World| {
+        let config = world.config.clone();
+        let (slots, proxy) = (world.slots.clone(), world.proxy.clone());
+        async move { World::open(&config, &slots, &proxy).await }
+    };
+
+    // Died after pausing the vCPUs, mid-snapshot.
+    api.pause().await.expect("pause vCPUs");
+    std::fs::create_dir_all(&snapshots).expect("snapshot dir");
+    std::fs::write(snapshots.join("vmstate.new"), b"partial").expect("partial");
+    set_phase("pausing");
+    world.backend = restart(&world).await;
+    let _guard = Destroy(world.backend.clone(), id.clone());
+    let handle = world.backend.adopt(&id).await.expect("adopt");
+    assert_eq!(handle.status.state, RunState::Running);
+    assert!(
+        !snapshots.join("vmstate.new").exists(),
+        "partial snapshot dropped"
+    );
+    assert_eq!(
+        api.describe_instance().await.expect("describe").state,
+        vmm_api::model::InstanceState::Running
+    );
+
+    // Died after the snapshot was written, before stopping Firecracker.
+    api.pause().await.expect("pause vCPUs");
+    let path = |n: &str| snapshots.join(n).to_string_lossy().into_owned();
+    api.create_snapshot(&SnapshotCreate {
+        snapshot_path: path("vmstate.new"),
+        mem_file_path: path("mem.new"),
+        snapshot_type: Some(SnapshotType::Full),
+    })
+    .await
+    .expect("snapshot");
+    set_phase("captured");
+    let pid = world.backend.firecracker_pid(&id).expect("pid");
+    world.backend = restart(&world).await;
+    let handle = world.backend.adopt(&id).await.expect("adopt");
+    assert_eq!(handle.status.state, RunState::Paused);
+    assert!(!fc_support::alive(pid), "process stopped");
+    assert!(snapshots.join("vmstate").is_file() && snapshots.join("mem").is_file());
+    world.backend.resume(&id).await.expect("resume from it");
+    world
+        .wait_console(&id, "guest memory verified after restore", 1)
+        .await;
+    world.backend.destroy(&id).await.expect("destroy");
+    world.slots.release(&slot).await.expect("release");
+}
+
+/// A start that fails (here Firecracker refuses the kernel) leaves nothing
+/// behind: no process, disk, files or instance directory; bad specs are
+/// refused before anything is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_firecracker_failed_creates_leave_nothing_behind() {
+    if !fc_support::prerequisites() {
+        return;
+    }
+    let world = World::new(5000).await;
+    let id = unique("fcfail");
+    let slot = world
+        .slots
+        .acquire(id.as_str(), SlotOptions::default())
+        .await
+        .expect("slot");
+    let good = spec(&id, &slot.netns_path());
+
+    let mut bad = good.clone();
+    bad.resources.vcpus = 33;
+    let err = world.backend.create(&bad).await.expect_err("33 vCPUs");
+    assert!(matches!(err, BackendError::InvalidSpec(_)), "{err}");
+    let mut bad = good.clone();
+    bad.netns = "/run/netns/not-this-capsules".into();
+    let err = world.backend.create(&bad).await.expect_err("foreign netns");
+    assert!(matches!(err, BackendError::InvalidSpec(_)), "{err}");
+    assert!(!world.capsule_dir(&id).exists());
+
+    std::fs::remove_file(&world.config.kernel).expect("remove the kernel");
+    let err = world.backend.create(&good).await.expect_err("no kernel");
+    assert!(
+        matches!(
+            err,
+            BackendError::Vmm {
+                step: "boot source",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        !world.capsule_dir(&id).exists(),
+        "capsule directory removed"
+    );
+    assert!(!world.config.runtime_dir.join(id.as_str()).exists());
+    assert!(
+        world
+            .backend
+            .persisted()
+            .await
+            .expect("persisted")
+            .is_empty()
+    );
+    assert!(!world.recorded().is_empty(), "firecracker was asked");
+    world.slots.release(&slot).await.expect("release");
 }

@@ -92,7 +92,11 @@ struct RunArgs {
     #[arg(long, env = "WARREN_TAP_TXQUEUELEN", default_value_t = 5000)]
     tap_txqueuelen: u32,
     /// Firecracker API and page-server sockets (a tmpfs).
-    #[arg(long, env = "WARREN_VMM_RUNTIME_DIR", default_value = "/run/warren/vmm")]
+    #[arg(
+        long,
+        env = "WARREN_VMM_RUNTIME_DIR",
+        default_value = "/run/warren/vmm"
+    )]
     vmm_runtime_dir: PathBuf,
     /// Prefix of network namespaces and links (`<prefix>-ns-N`).
     #[arg(long, env = "WARREN_NET_PREFIX", default_value = "warren")]

@@ -30,8 +30,8 @@ pub use state::{Event, InvalidTransition, State};
 
 use crate::{
     backend::{
-        Backend, BackendError, BackendKind, CapsuleId, CapsuleSpec, PauseMode, Resources,
-        RunState, SpecError,
+        Backend, BackendError, BackendKind, CapsuleId, CapsuleSpec, PauseMode, Resources, RunState,
+        SpecError,
     },
     netslot::{NetError, SlotManager, SlotOptions, TxLimit},
     proxy::{self, Proxy, Route, RouteTable, Secret},

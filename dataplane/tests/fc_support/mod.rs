@@ -20,8 +20,8 @@ use serde_json::Value;
 use warren_dataplane::backend::firecracker::{FirecrackerBackend, FirecrackerConfig};
 use warren_dataplane::backend::{Backend, CapsuleId};
 use warren_dataplane::cow_disk::loopdev::LoopDevice;
-use warren_dataplane::netslot::testing::TestNet;
 use warren_dataplane::netslot::SlotManager;
+use warren_dataplane::netslot::testing::TestNet;
 use warren_dataplane::proxy::{Proxy, ProxyConfig, RouteTable, Routes, Secret};
 
 pub const AGENT_TOKEN: &str = "fc-test-agent-token";
@@ -120,7 +120,10 @@ impl Scratch {
         let lo = LoopDevice::attach(&image, false).expect("loop device");
         let dir = tmp.path().join("mnt");
         std::fs::create_dir(&dir).expect("mount point");
-        run("mount", &[&lo.path().to_string_lossy(), &dir.to_string_lossy()]);
+        run(
+            "mount",
+            &[&lo.path().to_string_lossy(), &dir.to_string_lossy()],
+        );
         Self {
             dir,
             _loop: lo,
@@ -140,7 +143,11 @@ pub struct RunDir(pub PathBuf);
 
 impl RunDir {
     pub fn new() -> Self {
-        let dir = PathBuf::from(format!("/run/wfc-{}-{:08x}", std::process::id(), rand_u32()));
+        let dir = PathBuf::from(format!(
+            "/run/wfc-{}-{:08x}",
+            std::process::id(),
+            rand_u32()
+        ));
         std::fs::create_dir_all(&dir).expect("run dir");
         Self(dir)
     }
@@ -173,7 +180,15 @@ pub struct World {
 }
 
 impl World {
+    /// A world whose Firecracker is `mock-firecracker` (recording every
+    /// request) with a placeholder kernel.
     pub async fn new(tap_txqueuelen: u32) -> Self {
+        Self::with(None, tap_txqueuelen).await
+    }
+
+    /// A world running `firecracker` (binary, guest kernel) when given, else
+    /// the stand-in.
+    pub async fn with(firecracker: Option<(PathBuf, PathBuf)>, tap_txqueuelen: u32) -> Self {
         let scratch = Scratch::new();
         let run_dir = RunDir::new();
         let net = TestNet::new(0);
@@ -181,18 +196,21 @@ impl World {
         let proxy = Arc::new(start_proxy());
         let data = scratch.dir.join("warren");
         std::fs::create_dir_all(data.join("kernels")).expect("data dir");
-        let kernel = data.join("kernels/vmlinux");
-        std::fs::write(&kernel, b"not a kernel: mock-firecracker boots nothing").expect("kernel");
         let record = run_dir.0.join("requests.jsonl");
-        let mut config = FirecrackerConfig::new(
-            data,
-            built_bin("mock-firecracker"),
-            kernel,
-            built_bin("envd"),
-        );
+        let (bin, kernel, extra_args) = match firecracker {
+            Some((bin, kernel)) => (bin, kernel, Vec::new()),
+            None => {
+                let kernel = data.join("kernels/vmlinux");
+                std::fs::write(&kernel, b"not a kernel: mock-firecracker boots nothing")
+                    .expect("kernel");
+                let args = vec!["--record".into(), record.clone().into()];
+                (built_bin("mock-firecracker"), kernel, args)
+            }
+        };
+        let mut config = FirecrackerConfig::new(data, bin, kernel, built_bin("envd"));
         config.runtime_dir = run_dir.0.join("vmm");
         config.tap_txqueuelen = tap_txqueuelen;
-        config.extra_args = vec!["--record".into(), record.clone().into()];
+        config.extra_args = extra_args;
         config.api_timeout = Duration::from_secs(20);
         let backend = Self::open(&config, &slots, &proxy).await;
         Self {
@@ -287,9 +305,9 @@ pub fn start_proxy() -> Proxy {
 }
 
 /// Destroys the capsule when dropped (a test that fails half-way).
-pub struct Destroy<'a>(pub &'a FirecrackerBackend, pub CapsuleId);
+pub struct Destroy(pub FirecrackerBackend, pub CapsuleId);
 
-impl Drop for Destroy<'_> {
+impl Drop for Destroy {
     fn drop(&mut self) {
         let (backend, id) = (self.0.clone(), self.1.clone());
         // A fresh runtime on a fresh thread: this may run inside a test's
@@ -313,6 +331,15 @@ pub fn tap_txqueuelen(netns_name: &str) -> u32 {
         .nth(1)
         .and_then(|q| q.parse().ok())
         .unwrap_or_else(|| panic!("no qlen in {out}"))
+}
+
+/// Whether process `pid` is alive (a zombie is not: a Firecracker adopted
+/// from a "previous agent" is still this test's child, reaped by no one).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
 }
 
 /// Whether process `pid` runs in the network namespace at `netns`.
@@ -360,7 +387,14 @@ impl GuestEnvd {
             .into_owned();
         let log = std::fs::File::create(log).expect("envd log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &name, "setpriv", "--bounding-set", "-sys_time"])
+            .args([
+                "netns",
+                "exec",
+                &name,
+                "setpriv",
+                "--bounding-set",
+                "-sys_time",
+            ])
             .arg(built_bin("envd"))
             .args(["--port", "49983"])
             .stdin(Stdio::null())

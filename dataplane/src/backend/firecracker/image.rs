@@ -205,11 +205,23 @@ mod tests {
         std::fs::create_dir_all(root.join("home/user")).unwrap();
         std::fs::write(root.join("home/user/f"), b"x").unwrap();
         std::os::unix::fs::symlink("/nowhere", root.join("link")).unwrap();
-        for (p, id) in [("", 0), ("home", 0), ("home/user", 1000), ("home/user/f", 1000), ("link", 0)] {
-            std::os::unix::fs::lchown(root.join(p), Some(map.host(id)), Some(map.host(id))).unwrap();
+        for (p, id) in [
+            ("", 0),
+            ("home", 0),
+            ("home/user", 1000),
+            ("home/user/f", 1000),
+            ("link", 0),
+        ] {
+            std::os::unix::fs::lchown(root.join(p), Some(map.host(id)), Some(map.host(id)))
+                .unwrap();
         }
         shift_owners(&root, &map).unwrap();
-        for (p, id) in [("", 0), ("home/user", 1000), ("home/user/f", 1000), ("link", 0)] {
+        for (p, id) in [
+            ("", 0),
+            ("home/user", 1000),
+            ("home/user/f", 1000),
+            ("link", 0),
+        ] {
             let m = std::fs::symlink_metadata(root.join(p)).unwrap();
             assert_eq!((m.uid(), m.gid()), (id, id), "{p}");
         }

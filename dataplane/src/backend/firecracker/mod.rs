@@ -242,8 +242,7 @@ impl FirecrackerBackend {
         if config.tap_txqueuelen == 0 {
             return Err(unsupported("the TAP txqueuelen must be at least 1".into()));
         }
-        let mut launcher_config =
-            LauncherConfig::new(&config.firecracker_bin, &config.runtime_dir);
+        let mut launcher_config = LauncherConfig::new(&config.firecracker_bin, &config.runtime_dir);
         launcher_config.stop_grace = config.stop_grace;
         let launcher = Launcher::new(launcher_config).map_err(|e| unsupported(e.to_string()))?;
         let disks = CowDisks::new(config.data_dir.join("capsules"), config.cow_method)
@@ -254,8 +253,12 @@ impl FirecrackerBackend {
             &config.data_dir.join("runtime"),
         )
         .map_err(|e| unsupported(format!("envd binary {}: {e}", config.envd_bin.display())))?;
-        let images = image::Images::new(config.data_dir.join("cache/firecracker"), envd, config.id_map)
-            .map_err(|e| unsupported(format!("image cache: {e}")))?;
+        let images = image::Images::new(
+            config.data_dir.join("cache/firecracker"),
+            envd,
+            config.id_map,
+        )
+        .map_err(|e| unsupported(format!("image cache: {e}")))?;
         std::fs::create_dir_all(config.data_dir.join("snapshots"))
             .map_err(|e| unsupported(format!("snapshot directory: {e}")))?;
         let backend = Self {
@@ -386,15 +389,15 @@ impl FirecrackerBackend {
         let mut spec = LaunchSpec::new(&state.instance, capsule.dir.join("console.log"));
         spec.netns = Some(state.spec.netns.clone());
         spec.extra_args = self.inner.config.extra_args.clone();
-        let fc = self
-            .inner
-            .launcher
-            .launch(&spec)
-            .await
-            .map_err(|source| BackendError::Process {
-                id: capsule.id.clone(),
-                source,
-            })?;
+        let fc =
+            self.inner
+                .launcher
+                .launch(&spec)
+                .await
+                .map_err(|source| BackendError::Process {
+                    id: capsule.id.clone(),
+                    source,
+                })?;
         let client = fc.client().with_timeout(self.inner.config.api_timeout);
         lock(&capsule.live).firecracker = Some(fc);
         Ok(client)
@@ -444,7 +447,10 @@ impl FirecrackerBackend {
                 inner
                     .disks
                     .create(disk_id.as_str(), &image, Some(size))
-                    .map_err(|source| BackendError::Disk { id: disk_id, source })
+                    .map_err(|source| BackendError::Disk {
+                        id: disk_id,
+                        source,
+                    })
             })
             .await?;
         capsule.update(|s| s.disk = Some(disk.path.clone()))?;
@@ -509,7 +515,11 @@ impl FirecrackerBackend {
             let _ = snapshots.discard_pending();
             return Err(BackendError::Vmm {
                 id: id.clone(),
-                step: if diff { "diff snapshot" } else { "full snapshot" },
+                step: if diff {
+                    "diff snapshot"
+                } else {
+                    "full snapshot"
+                },
                 source,
             });
         }
@@ -615,7 +625,10 @@ impl FirecrackerBackend {
         match state.phase {
             Phase::Running | Phase::Pausing if alive => {
                 if let (Some(restored), Some(found)) = (&state.restored, &found) {
-                    let socket = inner.launcher.instance_dir(&state.instance).join("uffd.sock");
+                    let socket = inner
+                        .launcher
+                        .instance_dir(&state.instance)
+                        .join("uffd.sock");
                     let pages = inner
                         .pager
                         .reattach(found.pid, &restored.regions, &snapshots.memory(), &socket)
@@ -719,10 +732,12 @@ impl Inner {
 
     /// Removes the capsule's disk and files (its processes must be gone).
     fn remove_files(&self, id: &CapsuleId, instance: &str) -> Result<(), BackendError> {
-        self.disks.destroy(id.as_str()).map_err(|source| BackendError::Disk {
-            id: id.clone(),
-            source,
-        })?;
+        self.disks
+            .destroy(id.as_str())
+            .map_err(|source| BackendError::Disk {
+                id: id.clone(),
+                source,
+            })?;
         self.snapshots(id)
             .remove()
             .map_err(io_err(id, "remove the snapshot"))?;
@@ -769,7 +784,10 @@ fn cpu_ns(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces); utime and
     // stime are fields 14 and 15, i.e. the 12th and 13th after it.
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
     let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
@@ -879,9 +897,7 @@ impl Backend for FirecrackerBackend {
             return Err(e);
         }
         tracing::info!(capsule = %id, pid = ?capsule.pid(), "microVM started");
-        self.inner
-            .table()
-            .insert(id.clone(), Arc::clone(&capsule));
+        self.inner.table().insert(id.clone(), Arc::clone(&capsule));
         Ok(CapsuleHandle {
             id: id.clone(),
             kind: BackendKind::Firecracker,
@@ -917,7 +933,9 @@ impl Backend for FirecrackerBackend {
             }
             Err(e) => {
                 tracing::warn!(capsule = %id, error = %e, "resume failed; the capsule stays paused");
-                self.stop(&capsule).await?;
+                if let Err(cleanup) = self.stop(&capsule).await {
+                    tracing::error!(capsule = %id, error = %cleanup, "stopping the failed restore");
+                }
                 capsule.update(|s| {
                     s.phase = Phase::Paused;
                     s.restored = None;

@@ -81,14 +81,20 @@ impl Pager {
     /// recorded, to prefetch) and starts a page server for it on a core;
     /// Firecracker is to connect to `socket`.
     pub async fn prepare(&self, memory: &Path, socket: &Path) -> Result<Pending, String> {
-        let server_socket = server_socket(socket);
-        let server = self.spawn(memory, &server_socket).await?;
-        remove_socket(socket)?;
-        let listener = UnixListener::bind(socket)
-            .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
         let memory_len = std::fs::metadata(memory)
             .map_err(|e| format!("{}: {e}", memory.display()))?
             .len();
+        remove_socket(socket)?;
+        let listener = UnixListener::bind(socket)
+            .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+        let server_socket = server_socket(socket);
+        let server = match self.spawn(memory, &server_socket).await {
+            Ok(server) => server,
+            Err(e) => {
+                let _ = std::fs::remove_file(socket);
+                return Err(e);
+            }
+        };
         Ok(Pending {
             listener,
             socket: socket.to_owned(),
@@ -206,8 +212,8 @@ impl Pending {
         .await;
         // Nobody else may connect now.
         let _ = std::fs::remove_file(socket);
-        let (stream, regions, uffd) = received
-            .map_err(|_| format!("firecracker sent no handshake within {timeout:?}"))??;
+        let (stream, regions, uffd) =
+            received.map_err(|_| format!("firecracker sent no handshake within {timeout:?}"))??;
         let json = handshake::encode(&regions);
         let to_server = hand_over(server_socket, &json, &uffd)?;
         Ok((

@@ -183,7 +183,11 @@ mod tests {
         let snap = SnapshotDir::new(dir.path().join("s"));
         let full = snap.request(false).unwrap();
         assert_eq!(full.snapshot_type, Some(SnapshotType::Full));
-        sparse(Path::new(&full.mem_file_path), 64 * PAGE, &[(0, 1), (5, 2), (6, 3)]);
+        sparse(
+            Path::new(&full.mem_file_path),
+            64 * PAGE,
+            &[(0, 1), (5, 2), (6, 3)],
+        );
         std::fs::write(&full.snapshot_path, b"state 1").unwrap();
         snap.commit().unwrap();
         assert!(snap.is_committed());
@@ -191,7 +195,11 @@ mod tests {
         let diff = snap.request(true).unwrap();
         assert!(diff.mem_file_path.ends_with("mem.diff"));
         // Page 5 was zeroed by the guest, page 40 written.
-        sparse(Path::new(&diff.mem_file_path), 64 * PAGE, &[(5, 0), (40, 9)]);
+        sparse(
+            Path::new(&diff.mem_file_path),
+            64 * PAGE,
+            &[(5, 0), (40, 9)],
+        );
         std::fs::write(&diff.snapshot_path, b"state 2").unwrap();
         snap.commit().unwrap();
         // Committing again (a crash after the merge) changes nothing.

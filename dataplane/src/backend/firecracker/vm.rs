@@ -100,19 +100,13 @@ pub async fn load(client: &Client, vmstate: &Path, uffd_socket: &Path) -> Result
 /// After a load: the metadata store again (not part of a snapshot), then
 /// the vCPUs.
 pub async fn resume_restored(client: &Client, metadata: &MmdsContents) -> Result<(), StepError> {
-    client
-        .put_mmds(metadata)
-        .await
-        .map_err(step("metadata"))?;
+    client.put_mmds(metadata).await.map_err(step("metadata"))?;
     client.resume().await.map_err(step("resume"))
 }
 
 /// Changes the egress limit of a running guest (`None`: unlimited).
 pub async fn set_tx_limit(client: &Client, limit: Option<TxLimit>) -> Result<(), StepError> {
-    let limiter = limit.map_or(
-        RateLimiter::bandwidth(TokenBucket::REMOVE),
-        tx_rate_limiter,
-    );
+    let limiter = limit.map_or(RateLimiter::bandwidth(TokenBucket::REMOVE), tx_rate_limiter);
     client
         .patch_network_interface(&PartialNetworkInterface {
             iface_id: IFACE.into(),
@@ -160,7 +154,9 @@ mod tests {
             ..TxLimit::default()
         };
         assert_eq!(
-            tx_rate_limiter(no_burst).bandwidth.map(|b| b.one_time_burst),
+            tx_rate_limiter(no_burst)
+                .bandwidth
+                .map(|b| b.one_time_burst),
             Some(None)
         );
     }
