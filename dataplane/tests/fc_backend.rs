@@ -21,7 +21,7 @@ use serde_json::json;
 use warren_dataplane::backend::{
     Backend, BackendError, CapsuleId, CapsuleSpec, PauseMode, Resources, RunState,
 };
-use warren_dataplane::netslot::{SlotOptions, TxLimit};
+use warren_dataplane::netslot::{Slot, SlotOptions, TxLimit};
 
 fn spec(id: &CapsuleId, netns: &Path) -> CapsuleSpec {
     CapsuleSpec {
@@ -49,6 +49,18 @@ fn unique(prefix: &str) -> CapsuleId {
     CapsuleId::new(format!("{prefix}-{}", std::process::id())).expect("id")
 }
 
+/// A new capsule's id (`prefix-<pid>`), its network slot and its spec.
+async fn capsule(world: &World, prefix: &str) -> (CapsuleId, Slot, CapsuleSpec) {
+    let id = unique(prefix);
+    let slot = world
+        .slots
+        .acquire(id.as_str(), SlotOptions::default())
+        .await
+        .expect("slot");
+    let spec = spec(&id, &slot.netns_path());
+    (id, slot, spec)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() {
     if !fc_support::prerequisites() {
@@ -58,13 +70,7 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
     let backend = &world.backend;
     assert_eq!(backend.pause_mode(), PauseMode::Snapshot);
     assert!(backend.shapes_egress());
-    let id = unique("fcseq");
-    let slot = world
-        .slots
-        .acquire(id.as_str(), SlotOptions::default())
-        .await
-        .expect("slot");
-    let spec = spec(&id, &slot.netns_path());
+    let (id, slot, spec) = capsule(&world, "fcseq").await;
     let _guard = Destroy(backend.clone(), id.clone());
 
     // Create: disk, TAP, process in the slot's namespace, configured, booted.
@@ -252,57 +258,6 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
     world.assert_requests_match_the_spec();
 }
 
-/// A process run through the proxy's envd relay: (stdout, exit code).
-async fn exec(
-    proxy: std::net::SocketAddr,
-    id: &CapsuleId,
-    script: &str,
-) -> Result<(String, i32), String> {
-    use futures_util::StreamExt;
-    use http::{HeaderName, HeaderValue};
-    use warren_proto::connect::Client;
-    use warren_proto::process::{ProcessClient, ProcessConfig, StartRequest, process_event};
-    let h = HeaderName::from_static;
-    let client = ProcessClient::new(
-        Client::builder(format!("http://{proxy}"))
-            .header(
-                h("e2b-sandbox-id"),
-                HeaderValue::from_str(id.as_str()).expect("id"),
-            )
-            .header(h("e2b-sandbox-port"), HeaderValue::from_static("49983"))
-            .header(
-                h("x-warren-agent-token"),
-                HeaderValue::from_static(fc_support::AGENT_TOKEN),
-            )
-            .build()
-            .expect("client"),
-    );
-    let req = StartRequest {
-        process: Some(ProcessConfig {
-            cmd: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut events = client.start(&req).await.map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    while let Some(ev) = events.next().await {
-        match ev.map_err(|e| e.to_string())?.event.and_then(|e| e.event) {
-            Some(process_event::Event::Data(d)) => {
-                if let Some(process_event::data_event::Output::Stdout(b)) = d.output {
-                    out.extend_from_slice(&b);
-                }
-            }
-            Some(process_event::Event::End(end)) => {
-                return Ok((String::from_utf8_lossy(&out).into_owned(), end.exit_code));
-            }
-            _ => {}
-        }
-    }
-    Err("the stream ended without an end event".into())
-}
-
 /// The sandbox manager over the Firecracker backend: envd (real, in a
 /// stand-in guest namespace behind the slot's TAP, which the test relays as
 /// Firecracker's virtio-net would) answers through the capsule address; a
@@ -312,11 +267,8 @@ async fn exec(
 /// reopens the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_firecracker_manager_drains_snapshots_restores_and_reinits_envd() {
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
-    use warren_dataplane::manager::{
-        CreateRequest, EnvdDefaults, Manager, ManagerConfig, State, TxLimitRecord,
-    };
+    use warren_dataplane::manager::{CreateRequest, EnvdDefaults, State, TxLimitRecord};
     use warren_dataplane::netslot::DEFAULT_TAP_TXQUEUELEN;
     use warren_dataplane::netslot::testing::FakeGuest;
 
@@ -324,17 +276,12 @@ async fn mock_firecracker_manager_drains_snapshots_restores_and_reinits_envd() {
         return;
     }
     let world = World::new(DEFAULT_TAP_TXQUEUELEN).await;
-    let mut config = ManagerConfig::new(world.config.data_dir.clone());
-    config.envd_ready_timeout = Duration::from_secs(30);
-    config.drain_grace = Duration::from_millis(300);
-    let manager = Manager::open(
-        config,
-        Arc::new(world.backend.clone()),
-        world.slots.clone(),
-        world.proxy.clone(),
-    )
-    .await
-    .expect("manager");
+    let manager = world
+        .manager(|c| {
+            c.envd_ready_timeout = Duration::from_secs(30);
+            c.drain_grace = Duration::from_millis(300);
+        })
+        .await;
     let id = unique("fcmgr");
     let _guard = Destroy(world.backend.clone(), id.clone());
     let req = CreateRequest {
@@ -377,13 +324,15 @@ async fn mock_firecracker_manager_drains_snapshots_restores_and_reinits_envd() {
     assert_eq!(info.tx_limit, None);
 
     let proxy = world.proxy.local_addr();
-    let (out, code) = exec(proxy, &id, "echo $GREETING").await.expect("exec");
+    let (out, code) = fc_support::exec(proxy, &id, "echo $GREETING")
+        .await
+        .expect("exec");
     assert_eq!((out.as_str(), code), ("hello\n", 0));
 
     // A command still running when the pause comes is cut off after the grace.
     let long = tokio::spawn({
         let id = id.clone();
-        async move { exec(proxy, &id, "sleep 30; echo late").await }
+        async move { fc_support::exec(proxy, &id, "sleep 30; echo late").await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let paused = manager.pause(id.as_str()).await.expect("pause");
@@ -394,7 +343,7 @@ async fn mock_firecracker_manager_drains_snapshots_restores_and_reinits_envd() {
         .expect("join");
     assert!(cut.is_err(), "{cut:?}");
     assert!(
-        exec(proxy, &id, "true").await.is_err(),
+        fc_support::exec(proxy, &id, "true").await.is_err(),
         "a paused capsule is not reachable"
     );
     assert!(world.backend.firecracker_pid(&id).is_none());
@@ -404,7 +353,7 @@ async fn mock_firecracker_manager_drains_snapshots_restores_and_reinits_envd() {
         .await
         .expect("resume");
     assert_eq!(resumed.state, State::Running);
-    let (out, _) = exec(proxy, &id, "echo $GREETING")
+    let (out, _) = fc_support::exec(proxy, &id, "echo $GREETING")
         .await
         .expect("exec after resume");
     assert_eq!(out, "hello\n", "defaults re-applied");
@@ -455,13 +404,7 @@ async fn mock_firecracker_restart_reattaches_the_page_server_and_adopts_paused_v
         return;
     }
     let mut world = World::new(5000).await;
-    let id = unique("fcrst");
-    let slot = world
-        .slots
-        .acquire(id.as_str(), SlotOptions::default())
-        .await
-        .expect("slot");
-    let mut spec = spec(&id, &slot.netns_path());
+    let (id, slot, mut spec) = capsule(&world, "fcrst").await;
     // Large enough that the guest is still reading when the agent goes.
     spec.resources.memory_mb = 128;
     let backend = world.backend.clone();
@@ -523,13 +466,7 @@ async fn mock_firecracker_interrupted_pauses_are_undone_or_finished_on_adoption(
         return;
     }
     let mut world = World::new(5000).await;
-    let id = unique("fcint");
-    let slot = world
-        .slots
-        .acquire(id.as_str(), SlotOptions::default())
-        .await
-        .expect("slot");
-    let spec = spec(&id, &slot.netns_path());
+    let (id, slot, spec) = capsule(&world, "fcint").await;
     world.backend.create(&spec).await.expect("create");
     let state_file = world.capsule_dir(&id).join("firecracker.json");
     let api = Client::new(world.config.runtime_dir.join(id.as_str()).join("api.sock"));
@@ -598,13 +535,7 @@ async fn mock_firecracker_failed_creates_leave_nothing_behind() {
         return;
     }
     let world = World::new(5000).await;
-    let id = unique("fcfail");
-    let slot = world
-        .slots
-        .acquire(id.as_str(), SlotOptions::default())
-        .await
-        .expect("slot");
-    let good = spec(&id, &slot.netns_path());
+    let (id, slot, good) = capsule(&world, "fcfail").await;
 
     let mut bad = good.clone();
     bad.resources.vcpus = 33;

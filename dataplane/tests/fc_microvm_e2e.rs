@@ -13,12 +13,11 @@
 mod fc_support;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fc_support::{Destroy, World};
 use warren_dataplane::backend::CapsuleId;
-use warren_dataplane::manager::{CreateRequest, Manager, ManagerConfig, State};
+use warren_dataplane::manager::{CreateRequest, State};
 use warren_dataplane::netslot::DEFAULT_TAP_TXQUEUELEN;
 
 /// Firecracker and a guest kernel to run, or why the test cannot run here.
@@ -51,52 +50,6 @@ fn firecracker() -> Result<(PathBuf, PathBuf), String> {
     Ok((bin, kernel))
 }
 
-async fn exec(proxy: std::net::SocketAddr, id: &CapsuleId, script: &str) -> (String, i32) {
-    use futures_util::StreamExt;
-    use http::{HeaderName, HeaderValue};
-    use warren_proto::connect::Client;
-    use warren_proto::process::{ProcessClient, ProcessConfig, StartRequest, process_event};
-    let h = HeaderName::from_static;
-    let client = ProcessClient::new(
-        Client::builder(format!("http://{proxy}"))
-            .header(
-                h("e2b-sandbox-id"),
-                HeaderValue::from_str(id.as_str()).expect("id"),
-            )
-            .header(h("e2b-sandbox-port"), HeaderValue::from_static("49983"))
-            .header(
-                h("x-warren-agent-token"),
-                HeaderValue::from_static(fc_support::AGENT_TOKEN),
-            )
-            .build()
-            .expect("client"),
-    );
-    let req = StartRequest {
-        process: Some(ProcessConfig {
-            cmd: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut events = client.start(&req).await.expect("start a process");
-    let mut out = Vec::new();
-    while let Some(ev) = events.next().await {
-        match ev.expect("event").event.and_then(|e| e.event) {
-            Some(process_event::Event::Data(d)) => {
-                if let Some(process_event::data_event::Output::Stdout(b)) = d.output {
-                    out.extend_from_slice(&b);
-                }
-            }
-            Some(process_event::Event::End(end)) => {
-                return (String::from_utf8_lossy(&out).into_owned(), end.exit_code);
-            }
-            _ => {}
-        }
-    }
-    panic!("the process stream ended without an end event");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microvm_create_exec_pause_resume_exec_destroy_on_real_kvm() {
     let firecracker = match firecracker() {
@@ -110,16 +63,9 @@ async fn microvm_create_exec_pause_resume_exec_destroy_on_real_kvm() {
         return;
     }
     let world = World::with(Some(firecracker), DEFAULT_TAP_TXQUEUELEN).await;
-    let mut config = ManagerConfig::new(world.config.data_dir.clone());
-    config.envd_ready_timeout = Duration::from_secs(60);
-    let manager = Manager::open(
-        config,
-        Arc::new(world.backend.clone()),
-        world.slots.clone(),
-        world.proxy.clone(),
-    )
-    .await
-    .expect("manager");
+    let manager = world
+        .manager(|c| c.envd_ready_timeout = Duration::from_secs(60))
+        .await;
     let id = CapsuleId::new(format!("e2e-{}", std::process::id())).expect("id");
     let _guard = Destroy(world.backend.clone(), id.clone());
     let proxy = world.proxy.local_addr();
@@ -136,7 +82,9 @@ async fn microvm_create_exec_pause_resume_exec_destroy_on_real_kvm() {
         .await
         .unwrap_or_else(|e| panic!("create: {e}; console:\n{}", world.console(&id)));
     assert_eq!(created.state, State::Running);
-    let (out, code) = exec(proxy, &id, "echo kept > /root/note; sleep 1000 & echo $!").await;
+    let (out, code) = fc_support::exec(proxy, &id, "echo kept > /root/note; sleep 1000 & echo $!")
+        .await
+        .expect("exec");
     assert_eq!(code, 0);
     let sleeper = out.trim().to_owned();
 
@@ -149,12 +97,13 @@ async fn microvm_create_exec_pause_resume_exec_destroy_on_real_kvm() {
             .await
             .unwrap_or_else(|e| panic!("resume {round}: {e}; console:\n{}", world.console(&id)));
         assert_eq!(resumed.state, State::Running);
-        let (out, code) = exec(
+        let (out, code) = fc_support::exec(
             proxy,
             &id,
             &format!("cat /root/note && kill -0 {sleeper} && echo alive"),
         )
-        .await;
+        .await
+        .expect("exec after resume");
         assert_eq!((out.as_str(), code), ("kept\nalive\n", 0), "round {round}");
         let stats = world.backend.page_server_stats(&id).expect("page server");
         assert!(stats.faults > 0, "{stats:?}");

@@ -26,6 +26,14 @@ use crate::cow_disk::CowError;
 use crate::netslot::{NetError, TxLimit};
 use crate::template::TemplateError;
 
+/// Runs blocking work (file systems, ioctls, tools) on tokio's blocking
+/// pool; a panic in it is raised again here.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// Which implementation runs a capsule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -317,6 +317,25 @@ impl Manager {
         }
     }
 
+    /// [`Manager::lock`], for an operation that needs the capsule in `state`.
+    async fn lock_in<'a>(
+        &self,
+        id: &str,
+        entry: &'a Entry,
+        state: State,
+        op: &'static str,
+    ) -> Result<tokio::sync::MutexGuard<'a, ()>> {
+        let guard = self.lock(id, entry).await?;
+        match entry.state() {
+            s if s == state => Ok(guard),
+            s => Err(ManagerError::WrongState {
+                id: id.to_owned(),
+                state: s,
+                op,
+            }),
+        }
+    }
+
     /// Publishes the routing table the data plane reads.
     fn publish_routes(&self) {
         let routes: Vec<(String, Route)> = self
@@ -579,14 +598,7 @@ impl Manager {
     /// [`ManagerConfig::drain_grace`]) and envd is asked to prepare.
     pub async fn pause(&self, id: &str) -> Result<Record> {
         let entry = self.entry(id)?;
-        let _guard = self.lock(id, &entry).await?;
-        if entry.state() != State::Running {
-            return Err(ManagerError::WrongState {
-                id: id.to_owned(),
-                state: entry.state(),
-                op: "pause",
-            });
-        }
+        let _guard = self.lock_in(id, &entry, State::Running, "pause").await?;
         self.transition(&entry, Event::Pause)?;
         let cid = CapsuleId::new(id.to_owned())?;
         let snapshot = self.backend.pause_mode() == PauseMode::Snapshot;
@@ -639,14 +651,7 @@ impl Manager {
         defaults: Option<EnvdDefaults>,
     ) -> Result<Record> {
         let entry = self.entry(id)?;
-        let _guard = self.lock(id, &entry).await?;
-        if entry.state() != State::Paused {
-            return Err(ManagerError::WrongState {
-                id: id.to_owned(),
-                state: entry.state(),
-                op: "resume",
-            });
-        }
+        let _guard = self.lock_in(id, &entry, State::Paused, "resume").await?;
         self.transition(&entry, Event::Resume)?;
         let cid = CapsuleId::new(id.to_owned())?;
         if let Err(e) = self.backend.resume(&cid).await {
@@ -702,14 +707,9 @@ impl Manager {
     /// where the backend or else the network slot enforces it.
     pub async fn set_tx_limit(&self, id: &str, limit: Option<TxLimitRecord>) -> Result<Record> {
         let entry = self.entry(id)?;
-        let _guard = self.lock(id, &entry).await?;
-        if entry.state() != State::Running {
-            return Err(ManagerError::WrongState {
-                id: id.to_owned(),
-                state: entry.state(),
-                op: "change the egress limit",
-            });
-        }
+        let _guard = self
+            .lock_in(id, &entry, State::Running, "change the egress limit")
+            .await?;
         let tx = limit.map(TxLimit::from);
         if self.backend.shapes_egress() {
             self.backend

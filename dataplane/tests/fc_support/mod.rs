@@ -20,6 +20,7 @@ use serde_json::Value;
 use warren_dataplane::backend::firecracker::{FirecrackerBackend, FirecrackerConfig};
 use warren_dataplane::backend::{Backend, CapsuleId};
 use warren_dataplane::cow_disk::loopdev::LoopDevice;
+use warren_dataplane::manager::{Manager, ManagerConfig};
 use warren_dataplane::netslot::SlotManager;
 use warren_dataplane::netslot::testing::TestNet;
 use warren_dataplane::proxy::{Proxy, ProxyConfig, RouteTable, Routes, Secret};
@@ -237,6 +238,20 @@ impl World {
             .expect("firecracker backend")
     }
 
+    /// A sandbox manager over this world's backend, slots and proxy.
+    pub async fn manager(&self, configure: impl FnOnce(&mut ManagerConfig)) -> Arc<Manager> {
+        let mut config = ManagerConfig::new(self.config.data_dir.clone());
+        configure(&mut config);
+        Manager::open(
+            config,
+            Arc::new(self.backend.clone()),
+            self.slots.clone(),
+            self.proxy.clone(),
+        )
+        .await
+        .expect("manager")
+    }
+
     /// Requests the stand-ins received, in order: (method, path, body).
     pub fn recorded(&self) -> Vec<(String, String, Value)> {
         std::fs::read_to_string(&self.record)
@@ -419,4 +434,55 @@ pub fn tap_exists(netns_name: &str) -> bool {
         .args(["-n", netns_name, "link", "show", "tap0"])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// A process run through the proxy's envd relay: (stdout, exit code).
+pub async fn exec(
+    proxy: std::net::SocketAddr,
+    id: &CapsuleId,
+    script: &str,
+) -> Result<(String, i32), String> {
+    use futures_util::StreamExt;
+    use http::{HeaderName, HeaderValue};
+    use warren_proto::connect::Client;
+    use warren_proto::process::{ProcessClient, ProcessConfig, StartRequest, process_event};
+    let h = HeaderName::from_static;
+    let client = ProcessClient::new(
+        Client::builder(format!("http://{proxy}"))
+            .header(
+                h("e2b-sandbox-id"),
+                HeaderValue::from_str(id.as_str()).expect("id"),
+            )
+            .header(h("e2b-sandbox-port"), HeaderValue::from_static("49983"))
+            .header(
+                h("x-warren-agent-token"),
+                HeaderValue::from_static(AGENT_TOKEN),
+            )
+            .build()
+            .expect("client"),
+    );
+    let req = StartRequest {
+        process: Some(ProcessConfig {
+            cmd: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut events = client.start(&req).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(ev) = events.next().await {
+        match ev.map_err(|e| e.to_string())?.event.and_then(|e| e.event) {
+            Some(process_event::Event::Data(d)) => {
+                if let Some(process_event::data_event::Output::Stdout(b)) = d.output {
+                    out.extend_from_slice(&b);
+                }
+            }
+            Some(process_event::Event::End(end)) => {
+                return Ok((String::from_utf8_lossy(&out).into_owned(), end.exit_code));
+            }
+            _ => {}
+        }
+    }
+    Err("the stream ended without an end event".into())
 }

@@ -331,9 +331,8 @@ impl FirecrackerBackend {
             tracing::warn!(instance = %id, pid, ?outcome, "stopped a Firecracker no capsule owns");
         }
         let disks = inner.disks.clone();
-        tokio::task::spawn_blocking(move || disks.clean_stale(|id| ids.iter().any(|i| i == id)))
+        super::blocking(move || disks.clean_stale(|id| ids.iter().any(|i| i == id)))
             .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
             .map_err(|e| BackendError::Unsupported {
                 kind: BackendKind::Firecracker,
                 reason: format!("cleaning stale disks: {e}"),
@@ -346,9 +345,7 @@ impl FirecrackerBackend {
         f: impl FnOnce(&Inner) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        super::blocking(move || f(&inner)).await
     }
 
     /// The capsule, which must be in `phase` for `op`.
@@ -706,28 +703,15 @@ impl Inner {
     }
 
     fn load(&self, id: &CapsuleId) -> Result<Persisted, BackendError> {
-        super::persist::load(&self.capsule_dir(id), STATE_FILE).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => BackendError::NotFound(id.clone()),
-            _ => BackendError::CorruptState {
-                id: id.clone(),
-                reason: e.to_string(),
-            },
-        })
+        super::persist::load_capsule(id, &self.capsule_dir(id), STATE_FILE)
     }
 
     fn persisted_ids(&self) -> Result<Vec<CapsuleId>, BackendError> {
-        let dir = self.config.data_dir.join("capsules");
-        let entries = std::fs::read_dir(&dir).map_err(|source| BackendError::Unsupported {
-            kind: BackendKind::Firecracker,
-            reason: format!("list {}: {source}", dir.display()),
-        })?;
-        let mut ids: Vec<CapsuleId> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().join(STATE_FILE).is_file())
-            .filter_map(|e| CapsuleId::new(e.file_name().to_string_lossy().into_owned()).ok())
-            .collect();
-        ids.sort();
-        Ok(ids)
+        super::persist::capsule_ids(
+            &self.config.data_dir.join("capsules"),
+            STATE_FILE,
+            BackendKind::Firecracker,
+        )
     }
 
     /// Removes the capsule's disk and files (its processes must be gone).

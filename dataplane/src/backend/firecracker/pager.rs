@@ -143,31 +143,9 @@ impl Pager {
 
     async fn spawn(&self, memory: &Path, server_socket: &Path) -> Result<PageServer, String> {
         let memory = memory.to_owned();
-        let snapshot = tokio::task::spawn_blocking({
-            let memory = memory.clone();
-            move || Snapshot::open(&memory)
-        })
-        .await
-        .map_err(|e| format!("opening the memory file: {e}"))?
-        .map_err(|e| e.to_string())?;
-        let recorded = working_set::path_for(&memory);
-        let prefetch = match WorkingSet::load(&recorded) {
-            Ok(set) if set.check_memory_len(snapshot.len()).is_ok() => Some(Arc::new(set)),
-            Ok(_) => {
-                tracing::warn!(path = %recorded.display(), "working set of another memory file; not prefetching");
-                None
-            }
-            Err(warren_uffd::WorkingSetError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable working set; not prefetching");
-                None
-            }
-        };
-        let mut config = ServerConfig::new(server_socket, Arc::new(snapshot));
+        let (snapshot, prefetch) = crate::backend::blocking(move || open_memory(&memory)).await?;
+        let recorded = working_set::path_for(snapshot.path());
+        let mut config = ServerConfig::new(server_socket, snapshot);
         config.prefetch = prefetch;
         config.record = Some(recorded);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -266,6 +244,30 @@ impl Serving {
             tracing::warn!(error = %e, "the working set was not saved");
         }
     }
+}
+
+/// The memory file, and the working set its last restore recorded (to
+/// prefetch) when there is a usable one. Blocking.
+fn open_memory(memory: &Path) -> Result<(Arc<Snapshot>, Option<Arc<WorkingSet>>), String> {
+    let snapshot = Snapshot::open(memory).map_err(|e| e.to_string())?;
+    let recorded = working_set::path_for(memory);
+    let prefetch = match WorkingSet::load(&recorded) {
+        Ok(set) if set.check_memory_len(snapshot.len()).is_ok() => Some(Arc::new(set)),
+        Ok(_) => {
+            tracing::warn!(path = %recorded.display(), "working set of another memory file; not prefetching");
+            None
+        }
+        Err(warren_uffd::WorkingSetError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable working set; not prefetching");
+            None
+        }
+    };
+    Ok((Arc::new(snapshot), prefetch))
 }
 
 /// Where the page server itself listens (the backend takes Firecracker's

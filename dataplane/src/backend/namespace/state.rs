@@ -113,10 +113,6 @@ pub fn save(dir: &Path, state: &Persisted) -> io::Result<()> {
     crate::backend::persist::save(dir, STATE_FILE, state)
 }
 
-pub fn load(dir: &Path) -> io::Result<Persisted> {
-    crate::backend::persist::load(dir, STATE_FILE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
