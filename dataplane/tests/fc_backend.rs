@@ -348,6 +348,20 @@ async fn mock_firecracker_manager_drains_snapshots_restores_and_reinits_envd() {
     );
     assert!(world.backend.firecracker_pid(&id).is_none());
 
+    // A resume that fails (its memory file is missing) loses nothing: the
+    // capsule stays paused and resumes once the file is back.
+    let mem = world.backend.snapshot_dir(&id).join("mem");
+    let aside = mem.with_extension("aside");
+    std::fs::rename(&mem, &aside).expect("move the memory file away");
+    manager
+        .resume(id.as_str(), None, None)
+        .await
+        .expect_err("no memory file");
+    assert_eq!(
+        manager.get(id.as_str()).expect("record").state,
+        State::Paused
+    );
+    std::fs::rename(&aside, &mem).expect("put it back");
     let resumed = manager
         .resume(id.as_str(), None, None)
         .await

@@ -281,10 +281,6 @@ impl FirecrackerBackend {
         Ok(backend)
     }
 
-    pub fn templates(&self) -> &TemplateStore {
-        &self.inner.templates
-    }
-
     /// The capsule's snapshot directory.
     pub fn snapshot_dir(&self, id: &CapsuleId) -> PathBuf {
         self.inner.snapshots(id).path().to_owned()
