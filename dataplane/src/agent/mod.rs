@@ -62,14 +62,7 @@ pub struct AgentConfig {
     pub domain: Option<String>,
     pub envd_bin: PathBuf,
     pub busybox: PathBuf,
-    /// The `firecracker` binary (default: found in `PATH`).
-    pub firecracker_bin: Option<PathBuf>,
-    /// The microVM guest kernel.
-    pub kernel: PathBuf,
-    /// Transmit queue length of microVM TAPs.
-    pub tap_txqueuelen: u32,
-    /// Firecracker instance directories (API and page-server sockets).
-    pub vmm_runtime_dir: PathBuf,
+    pub microvm: MicroVmConfig,
     pub net_prefix: String,
     pub nft_table: String,
     pub slot_pool: usize,
@@ -78,6 +71,49 @@ pub struct AgentConfig {
     pub cgroup_parent: String,
     pub reap_interval: Duration,
     pub manager: Option<ManagerConfig>,
+}
+
+/// Settings of the Firecracker backend.
+#[derive(Clone, Debug)]
+pub struct MicroVmConfig {
+    /// The `firecracker` binary (default: the first in `PATH`).
+    pub firecracker_bin: Option<PathBuf>,
+    /// The guest kernel (default: `<data_dir>/kernels/vmlinux`).
+    pub kernel: Option<PathBuf>,
+    /// Transmit queue length of each microVM's TAP.
+    pub tap_txqueuelen: u32,
+    /// Firecracker instance directories (API and page-server sockets).
+    pub runtime_dir: PathBuf,
+}
+
+impl Default for MicroVmConfig {
+    fn default() -> Self {
+        Self {
+            firecracker_bin: None,
+            kernel: None,
+            tap_txqueuelen: crate::netslot::DEFAULT_TAP_TXQUEUELEN,
+            runtime_dir: PathBuf::from("/run/warren/vmm"),
+        }
+    }
+}
+
+impl MicroVmConfig {
+    /// The `firecracker` binary: as configured, else the first in `PATH`.
+    fn firecracker_bin(&self) -> Option<PathBuf> {
+        self.firecracker_bin.clone().or_else(|| {
+            std::env::var_os("PATH")?
+                .to_str()?
+                .split(':')
+                .map(|dir| std::path::Path::new(dir).join("firecracker"))
+                .find(|p| p.is_file())
+        })
+    }
+
+    fn kernel(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.kernel
+            .clone()
+            .unwrap_or_else(|| data_dir.join("kernels").join("vmlinux"))
+    }
 }
 
 /// Why the agent could not start or stopped with an error.
@@ -106,29 +142,19 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     move |source| AgentError::Io { context, source }
 }
 
-/// The `firecracker` binary: as configured, else the first in `PATH`.
-fn firecracker_bin(config: &AgentConfig) -> Option<PathBuf> {
-    config.firecracker_bin.clone().or_else(|| {
-        std::env::var_os("PATH")?
-            .to_str()?
-            .split(':')
-            .map(|dir| std::path::Path::new(dir).join("firecracker"))
-            .find(|p| p.is_file())
-    })
-}
-
 /// Why this host cannot run microVMs, if it cannot.
 fn firecracker_missing(config: &AgentConfig) -> Option<String> {
     if !std::path::Path::new("/dev/kvm").exists() {
         return Some("/dev/kvm is missing".into());
     }
-    if firecracker_bin(config).is_none() {
+    if config.microvm.firecracker_bin().is_none() {
         return Some("no firecracker binary (--firecracker-bin, FIRECRACKER_BIN or PATH)".into());
     }
-    if !config.kernel.is_file() {
+    let kernel = config.microvm.kernel(&config.data_dir);
+    if !kernel.is_file() {
         return Some(format!(
             "no guest kernel at {} (--kernel, WARREN_KERNEL; see images/KERNEL.md)",
-            config.kernel.display()
+            kernel.display()
         ));
     }
     None
@@ -165,16 +191,16 @@ async fn firecracker_backend(
     slots: &Arc<SlotManager>,
     proxy: &Arc<Proxy>,
 ) -> Result<Arc<dyn Backend>, AgentError> {
-    let bin = firecracker_bin(config).unwrap_or_default();
+    let vm = &config.microvm;
     let mut fc = FirecrackerConfig::new(
         config.data_dir.clone(),
-        bin,
-        config.kernel.clone(),
+        vm.firecracker_bin().unwrap_or_default(),
+        vm.kernel(&config.data_dir),
         config.envd_bin.clone(),
     );
     fc.busybox = config.busybox.clone();
-    fc.tap_txqueuelen = config.tap_txqueuelen;
-    fc.runtime_dir = config.vmm_runtime_dir.clone();
+    fc.tap_txqueuelen = vm.tap_txqueuelen;
+    fc.runtime_dir = vm.runtime_dir.clone();
     let cores: Arc<dyn crate::runtime::Cores> = proxy.clone();
     Ok(Arc::new(
         FirecrackerBackend::new(fc, slots.clone(), cores).await?,

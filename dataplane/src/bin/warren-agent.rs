@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use warren_dataplane::agent::{
-    self, AgentConfig, BackendChoice,
+    self, AgentConfig, BackendChoice, MicroVmConfig,
     logging::{self, LogFile},
 };
 use warren_dataplane::netslot::{NetConfig, SlotManager};
@@ -192,10 +192,6 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
             .context("locating this binary")?
             .with_file_name("envd"),
     };
-    let kernel = args
-        .kernel
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("kernels").join("vmlinux"));
     let config = AgentConfig {
         data_dir: args.data_dir,
         rpc_listen: args.rpc_listen,
@@ -208,10 +204,12 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         domain: args.domain,
         envd_bin,
         busybox: args.busybox,
-        firecracker_bin: args.firecracker_bin,
-        kernel,
-        tap_txqueuelen: args.tap_txqueuelen,
-        vmm_runtime_dir: args.vmm_runtime_dir,
+        microvm: MicroVmConfig {
+            firecracker_bin: args.firecracker_bin,
+            kernel: args.kernel,
+            tap_txqueuelen: args.tap_txqueuelen,
+            runtime_dir: args.vmm_runtime_dir,
+        },
         net_prefix: args.net_prefix,
         nft_table: args.nft_table,
         slot_pool: args.slot_pool,
