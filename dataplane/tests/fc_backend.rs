@@ -421,6 +421,7 @@ async fn mock_firecracker_restart_reattaches_the_page_server_and_adopts_paused_v
     let (id, slot, mut spec) = capsule(&world, "fcrst").await;
     // Large enough that the guest is still reading when the agent goes.
     spec.resources.memory_mb = 128;
+    let mut guard = Destroy(world.backend.clone(), id.clone());
     let backend = world.backend.clone();
     backend.create(&spec).await.expect("create");
     backend.pause(&id).await.expect("pause");
@@ -437,10 +438,10 @@ async fn mock_firecracker_restart_reattaches_the_page_server_and_adopts_paused_v
     // them the page server). Firecracker keeps running.
     let new_proxy = Arc::new(fc_support::start_proxy());
     world.backend = World::open(&world.config, &world.slots, &new_proxy).await;
+    guard.0 = world.backend.clone();
     drop(backend);
     drop(std::mem::replace(&mut world.proxy, new_proxy));
     let backend = world.backend.clone();
-    let _guard = Destroy(backend.clone(), id.clone());
     assert!(fc_support::alive(pid), "firecracker survived");
 
     let handle = backend.adopt(&id).await.expect("adopt");
@@ -456,6 +457,7 @@ async fn mock_firecracker_restart_reattaches_the_page_server_and_adopts_paused_v
     backend.pause(&id).await.expect("pause");
     drop(backend);
     world.backend = World::open(&world.config, &world.slots, &world.proxy).await;
+    guard.0 = world.backend.clone();
     let backend = world.backend.clone();
     let handle = backend.adopt(&id).await.expect("adopt paused");
     assert_eq!(handle.status.state, RunState::Paused);
@@ -481,6 +483,7 @@ async fn mock_firecracker_interrupted_pauses_are_undone_or_finished_on_adoption(
     }
     let mut world = World::new(5000).await;
     let (id, slot, spec) = capsule(&world, "fcint").await;
+    let mut guard = Destroy(world.backend.clone(), id.clone());
     world.backend.create(&spec).await.expect("create");
     let state_file = world.capsule_dir(&id).join("firecracker.json");
     let api = Client::new(world.config.runtime_dir.join(id.as_str()).join("api.sock"));
@@ -503,7 +506,7 @@ async fn mock_firecracker_interrupted_pauses_are_undone_or_finished_on_adoption(
     std::fs::write(snapshots.join("vmstate.new"), b"partial").expect("partial");
     set_phase("pausing");
     world.backend = restart(&world).await;
-    let _guard = Destroy(world.backend.clone(), id.clone());
+    guard.0 = world.backend.clone();
     let handle = world.backend.adopt(&id).await.expect("adopt");
     assert_eq!(handle.status.state, RunState::Running);
     assert!(
@@ -528,6 +531,7 @@ async fn mock_firecracker_interrupted_pauses_are_undone_or_finished_on_adoption(
     set_phase("captured");
     let pid = world.backend.firecracker_pid(&id).expect("pid");
     world.backend = restart(&world).await;
+    guard.0 = world.backend.clone();
     let handle = world.backend.adopt(&id).await.expect("adopt");
     assert_eq!(handle.status.state, RunState::Paused);
     assert!(!fc_support::alive(pid), "process stopped");
