@@ -8,10 +8,12 @@ CARGO ?= cargo
 export WARREN_SHARED ?= $(abspath $(CURDIR)/../shared)
 export CARGO_TERM_COLOR ?= never
 
+# Where cargo puts binaries (CARGO_TARGET_DIR if set).
+TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 VENV_E2B := target/venv-e2b
 PYTEST_WORKERS ?= 2
 
-.PHONY: up down test test-rust test-e2b bench fuzz fmt lint deps build
+.PHONY: up down test test-rust test-e2b test-wrenn bench fuzz fmt lint deps build
 
 deps:
 	@scripts/deps.sh
@@ -19,22 +21,23 @@ deps:
 build: deps
 	$(CARGO) build --workspace --release --bins
 
-## up: install what is missing, build, start Warren, print where it listens.
+## up: install what is missing, build, start Postgres + control + agent
+## (data in $WARREN_DIR, default /var/lib/warren), print the URL and an API key.
 up: build
-	@scripts/up.sh
+	$(TARGET)/release/warren up --detach
 
 down:
-	@scripts/down.sh
+	$(TARGET)/release/warren down
 
 ## test: everything CI runs.
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) build --workspace --bins
-	$(MAKE) test-rust test-e2b
+	$(MAKE) test-rust test-e2b test-wrenn
 	$(CARGO) check --quiet --manifest-path fuzz/Cargo.toml
 
 test-rust:
-	$(CARGO) test --workspace --no-fail-fast
+	WARREN_TEST_PYTHON=$$(scripts/wrenn-venv.sh) $(CARGO) test --workspace --no-fail-fast
 
 $(VENV_E2B)/.requirements.sha256: tests/e2b/requirements.txt
 	scripts/pyenv.sh $(VENV_E2B) tests/e2b/requirements.txt
@@ -46,11 +49,19 @@ tests/connect-npm/node_modules: tests/connect-npm/package-lock.json
 # The e2b SDK (and the npm Connect client) against the real envd binary, one
 # network namespace per test.
 test-e2b: $(VENV_E2B)/.requirements.sha256 tests/connect-npm/node_modules
-	cd tests/e2b && ENVD_BIN=$(CURDIR)/target/debug/envd ../../$(VENV_E2B)/bin/pytest -n $(PYTEST_WORKERS) -q
+	cd tests/e2b && ENVD_BIN=$(TARGET)/debug/envd ../../$(VENV_E2B)/bin/pytest -n $(PYTEST_WORKERS) -q
+
+# The wrenn SDK against a whole local Warren (`warren up`: Postgres, control,
+# the real agent with namespace capsules). The snapshot test waits for the
+# agent's snapshots-as-templates (issue 8).
+test-wrenn:
+	tests/wrenn/run.sh -k "not snapshot"
 
 ## bench: criterion benchmarks and side-by-side comparisons (prints tables).
 bench: deps
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p warren-benches
+	benches/scripts/proxy-compare.sh
 
 ## fuzz: runs every fuzz target for FUZZ_SECONDS each (cargo-fuzz; installed on demand).
 FUZZ_SECONDS ?= 60

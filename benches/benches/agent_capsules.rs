@@ -43,7 +43,11 @@ fn report(name: &str, mut samples: Vec<Duration>, target: &str) {
 fn mem_available_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemAvailable:")).map(str::to_owned))
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .map(str::to_owned)
+        })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -51,7 +55,11 @@ fn mem_available_kib() -> u64 {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(str::to_owned))
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(str::to_owned)
+        })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -59,12 +67,18 @@ fn rss_kib() -> u64 {
 fn envd_bin() -> PathBuf {
     // The bench runs from <target>/release/deps/.
     let exe = std::env::current_exe().expect("current exe");
-    let release = exe.parent().and_then(|p| p.parent()).expect("target/release");
+    let release = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target/release");
     release.join("envd")
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
 }
 
 fn main() {
@@ -74,7 +88,10 @@ fn main() {
     }
     let envd = envd_bin();
     if !envd.exists() {
-        eprintln!("skipped: {} missing: run `cargo build --release -p envd` (make bench does)", envd.display());
+        eprintln!(
+            "skipped: {} missing: run `cargo build --release -p envd` (make bench does)",
+            envd.display()
+        );
         return;
     }
     let data = tempfile::tempdir().expect("tempdir");
@@ -109,19 +126,30 @@ fn main() {
         n.veth_net = config.veth_net.expect("set");
         n
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_agent = stop.clone();
-    let agent_task = rt.spawn(async move { agent::run(config, async move { stop_agent.notified().await }).await });
+    let agent_task = rt
+        .spawn(async move { agent::run(config, async move { stop_agent.notified().await }).await });
     let client = AgentClient::new(
         Client::builder(format!("http://{rpc_addr}"))
-            .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}").parse().expect("header"))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {TOKEN}").parse().expect("header"),
+            )
             .build()
             .expect("client"),
     );
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client.list_capsules(&pb::ListCapsulesRequest {}).await.is_err() {
+        while client
+            .list_capsules(&pb::ListCapsulesRequest {})
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "agent did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -145,7 +173,12 @@ fn main() {
         };
         // Warm up: the template and the disk pool.
         create("warm".into()).await;
-        client.destroy_capsule(&pb::DestroyCapsuleRequest { capsule_id: "warm".into() }).await.expect("destroy");
+        client
+            .destroy_capsule(&pb::DestroyCapsuleRequest {
+                capsule_id: "warm".into(),
+            })
+            .await
+            .expect("destroy");
 
         println!("\n| operation (agent RPC)        |     n |  p50 (ms) |  p99 (ms) | target |");
         println!("|---|---:|---:|---:|---|");
@@ -156,15 +189,26 @@ fn main() {
             let id = format!("lat{i}");
             creates.push(create(id.clone()).await);
             let t = Instant::now();
-            client.pause_capsule(&pb::PauseCapsuleRequest { capsule_id: id.clone() }).await.expect("pause");
+            client
+                .pause_capsule(&pb::PauseCapsuleRequest {
+                    capsule_id: id.clone(),
+                })
+                .await
+                .expect("pause");
             pauses.push(t.elapsed());
             let t = Instant::now();
             client
-                .resume_capsule(&pb::ResumeCapsuleRequest { capsule_id: id.clone(), ..Default::default() })
+                .resume_capsule(&pb::ResumeCapsuleRequest {
+                    capsule_id: id.clone(),
+                    ..Default::default()
+                })
                 .await
                 .expect("resume");
             resumes.push(t.elapsed());
-            client.destroy_capsule(&pb::DestroyCapsuleRequest { capsule_id: id }).await.expect("destroy");
+            client
+                .destroy_capsule(&pb::DestroyCapsuleRequest { capsule_id: id })
+                .await
+                .expect("destroy");
         }
         report("create → ready (tiny)", creates, "< 50 ms p50");
         report("pause", pauses, "< 10 ms");
@@ -180,7 +224,10 @@ fn main() {
         }
         let took = started.elapsed();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let metrics = client.get_metrics(&pb::GetMetricsRequest::default()).await.expect("metrics");
+        let metrics = client
+            .get_metrics(&pb::GetMetricsRequest::default())
+            .await
+            .expect("metrics");
         let cgroup_total: u64 = metrics.metrics.iter().map(|m| m.memory_bytes).sum();
         let running = client
             .list_capsules(&pb::ListCapsulesRequest {})
@@ -197,16 +244,32 @@ fn main() {
         println!("|---|---:|");
         println!("| running | {running} |");
         println!("| created in | {:.1} s |", took.as_secs_f64());
-        println!("| host memory per capsule (MemAvailable drop) | {:.2} MiB |", host_kib as f64 / 1024.0 / IDLE_CAPSULES as f64);
-        println!("| capsule cgroup memory per capsule (envd + init) | {:.2} MiB |", cgroup_total as f64 / (1 << 20) as f64 / IDLE_CAPSULES as f64);
-        println!("| agent (and bench) memory per capsule | {:.1} KiB |", agent_kib as f64 / IDLE_CAPSULES as f64);
+        println!(
+            "| host memory per capsule (MemAvailable drop) | {:.2} MiB |",
+            host_kib as f64 / 1024.0 / IDLE_CAPSULES as f64
+        );
+        println!(
+            "| capsule cgroup memory per capsule (envd + init) | {:.2} MiB |",
+            cgroup_total as f64 / (1 << 20) as f64 / IDLE_CAPSULES as f64
+        );
+        println!(
+            "| agent (and bench) memory per capsule | {:.1} KiB |",
+            agent_kib as f64 / IDLE_CAPSULES as f64
+        );
 
-        client.terminate(&pb::TerminateRequest {}).await.expect("terminate");
+        client
+            .terminate(&pb::TerminateRequest {})
+            .await
+            .expect("terminate");
     });
     stop.notify_one();
     let _ = rt.block_on(agent_task);
     let _ = rt.block_on(warren_dataplane::netslot::SlotManager::purge(&net_config));
-    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let _ = std::fs::remove_dir(h.path().join("wbench"));
     }
 }

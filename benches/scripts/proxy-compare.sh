@@ -5,13 +5,15 @@
 #
 # Needs: wrk, nginx, python3 (apt: wrk nginx python3). Env knobs:
 #   CORES=1      worker count for both proxies and the upstream
-#   DURATION=10  seconds per wrk run
+#   DURATION=6   seconds per wrk run
+#   ROUNDS=3     interleaved rounds (the table shows medians)
 #   CONNS=64     concurrent connections for the small-response runs
 #   IDLE=5000    idle connections for the memory-per-connection measurement
 set -euo pipefail
 
 CORES=${CORES:-1}
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-6}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
 IDLE=${IDLE:-5000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -102,6 +104,7 @@ JSON
 
 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.error.log" & PIDS+=($!)
 nginx -c "$WORK/proxy.conf" -e "$WORK/proxy.error.log" & PIDS+=($!)
+NGINX_MASTER=$!
 LOG_LEVEL=warn "$AGENT" proxy --routes "$WORK/routes.json" --listen "127.0.0.1:$WRN" --admin "127.0.0.1:$ADMIN" --cores "$CORES" & PIDS+=($!)
 WARREN_PID=$!
 
@@ -111,7 +114,7 @@ wait_port "$UP"; wait_port "$NGX"; wait_port "$WRN"
 ROUTE_HEADERS=(-H "E2b-Sandbox-Id: bench" -H "E2b-Sandbox-Port: $UP")
 url() { echo "http://127.0.0.1:$1/$2"; }
 
-# wrk output → "requests/s p50_ms p99_ms MB/s"
+# wrk output → "requests/s p50_ms p99_ms MB/s requests"
 run_wrk() {
     local conns=$1; shift
     local out
@@ -128,24 +131,37 @@ m = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", out)
 scale = {"B": 1/2**20, "KB": 1/2**10, "MB": 1, "GB": 2**10}[m.group(2)]
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 if errors: sys.exit(f"wrk saw errors:\n{out}")
-print(f"{rps:.0f} {ms('50%'):.3f} {ms('99%'):.3f} {float(m.group(1)) * scale * 1.048576:.0f}")
+total = int(re.search(r"(\d+) requests in", out).group(1))
+print(f"{rps:.0f} {ms('50%'):.3f} {ms('99%'):.3f} {float(m.group(1)) * scale * 1.048576:.0f} {total}")
 PY
 }
 
-declare -A R
-for target in direct nginx warren; do
-    case $target in
-        direct) port=$UP; extra=() ;;
-        nginx) port=$NGX; extra=() ;;
-        warren) port=$WRN; extra=("${ROUTE_HEADERS[@]}") ;;
-    esac
-    echo "small responses via $target…" >&2
-    wrk -t1 -c"$CONNS" -d2s "${extra[@]}" "$(url "$port" small.txt)" >/dev/null  # warm-up
-    read -r rps p50 p99 _ < <(run_wrk "$CONNS" "${extra[@]}" "$(url "$port" small.txt)")
-    R[$target.rps]=$rps; R[$target.p50]=$p50; R[$target.p99]=$p99
-    echo "100 MiB bodies via $target…" >&2
-    read -r _ _ _ mbs < <(run_wrk 4 "${extra[@]}" "$(url "$port" big.bin)")
-    R[$target.mbs]=$mbs
+# CPU time (user + system, clock ticks) of a set of processes.
+cpu_ticks() { local total=0; for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$total"; }
+NGINX_PIDS=("$NGINX_MASTER" $(pgrep -P "$NGINX_MASTER" | tr '\n' ' '))
+TICK=$(getconf CLK_TCK)
+
+# Rounds interleave the three targets so that drift in the machine's load
+# (other work on the same cores) hits them alike; the table shows medians.
+RESULTS=$WORK/results
+for round in $(seq "$ROUNDS"); do
+    for target in direct nginx warren; do
+        case $target in
+            direct) port=$UP; extra=(); pids=() ;;
+            nginx) port=$NGX; extra=(); pids=("${NGINX_PIDS[@]}") ;;
+            warren) port=$WRN; extra=("${ROUTE_HEADERS[@]}"); pids=("$WARREN_PID") ;;
+        esac
+        echo "round $round/$ROUNDS: $target…" >&2
+        wrk -t1 -c"$CONNS" -d1s "${extra[@]}" "$(url "$port" small.txt)" >/dev/null  # warm-up
+        before=$(cpu_ticks "${pids[@]}")
+        read -r rps p50 p99 _ total < <(run_wrk "$CONNS" "${extra[@]}" "$(url "$port" small.txt)")
+        after=$(cpu_ticks "${pids[@]}")
+        cpu=$(python3 -c "print(f'{($after - $before) * 1e6 / $TICK / $total:.1f}')")
+        read -r _ _ _ mbs _ < <(run_wrk 4 "${extra[@]}" "$(url "$port" big.bin)")
+        echo "$target rps $rps" >> "$RESULTS"; echo "$target p50 $p50" >> "$RESULTS"; echo "$target p99 $p99" >> "$RESULTS"
+        echo "$target mbs $mbs" >> "$RESULTS"
+        [[ $target == direct ]] || echo "$target cpu $cpu" >> "$RESULTS"
+    done
 done
 
 # Memory per idle connection: RSS growth while $IDLE keep-alive connections
@@ -180,16 +196,34 @@ PY
     echo $(( (after - before) * 1024 / IDLE ))
 }
 echo "idle connections ($IDLE each)…" >&2
-NGINX_PIDS=($(pgrep -f "nginx.*$WORK/proxy.conf" | tr '\n' ' '))
-R[nginx.idle]=$(idle_bytes "$NGX" "${NGINX_PIDS[@]}")
-R[warren.idle]=$(idle_bytes "$WRN" "$WARREN_PID")
+echo "nginx idle $(idle_bytes "$NGX" "${NGINX_PIDS[@]}")" >> "$RESULTS"
+echo "warren idle $(idle_bytes "$WRN" "$WARREN_PID")" >> "$RESULTS"
 
-ratio() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(f'{a / b:.2f}' if b else '-')" "$1" "$2"; }
 echo
-echo "Proxy comparison: cores=$CORES, ${DURATION}s per run, $CONNS connections (small), 4 connections (100 MiB), $(nproc) CPUs shared by wrk, upstream and proxy"
-printf '%-28s %12s %12s %12s %14s %15s\n' "metric" "direct" "nginx" "warren" "warren/nginx" "warren/direct"
-printf '%-28s %12s %12s %12s %14s %15s\n' "small: requests/s (higher)" "${R[direct.rps]}" "${R[nginx.rps]}" "${R[warren.rps]}" "$(ratio "${R[warren.rps]}" "${R[nginx.rps]}")" "$(ratio "${R[warren.rps]}" "${R[direct.rps]}")"
-printf '%-28s %12s %12s %12s %14s %15s\n' "small: p50 ms (lower)" "${R[direct.p50]}" "${R[nginx.p50]}" "${R[warren.p50]}" "$(ratio "${R[warren.p50]}" "${R[nginx.p50]}")" "$(ratio "${R[warren.p50]}" "${R[direct.p50]}")"
-printf '%-28s %12s %12s %12s %14s %15s\n' "small: p99 ms (lower)" "${R[direct.p99]}" "${R[nginx.p99]}" "${R[warren.p99]}" "$(ratio "${R[warren.p99]}" "${R[nginx.p99]}")" "$(ratio "${R[warren.p99]}" "${R[direct.p99]}")"
-printf '%-28s %12s %12s %12s %14s %15s\n' "100 MiB: MB/s (higher)" "${R[direct.mbs]}" "${R[nginx.mbs]}" "${R[warren.mbs]}" "$(ratio "${R[warren.mbs]}" "${R[nginx.mbs]}")" "$(ratio "${R[warren.mbs]}" "${R[direct.mbs]}")"
-printf '%-28s %12s %12s %12s %14s %15s\n' "idle conn: bytes (lower)" "-" "${R[nginx.idle]}" "${R[warren.idle]}" "$(ratio "${R[warren.idle]}" "${R[nginx.idle]}")" "-"
+echo "Proxy comparison: cores=$CORES, $ROUNDS interleaved rounds (medians), ${DURATION}s per run, $CONNS connections (small), 4 connections (100 MiB bodies), $IDLE idle connections; $(nproc) CPUs shared by wrk, upstream and proxy"
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+values = {}
+for line in open(sys.argv[1]):
+    target, metric, value = line.split()
+    values.setdefault((target, metric), []).append(float(value))
+def med(target, metric):
+    v = values.get((target, metric))
+    return statistics.median(v) if v else None
+def fmt(x, digits):
+    return "-" if x is None else f"{x:.{digits}f}"
+def ratio(a, b):
+    return "-" if a is None or not b else f"{a / b:.2f}"
+rows = [
+    ("small: requests/s (higher)", "rps", 0),
+    ("small: p50 ms (lower)", "p50", 3),
+    ("small: p99 ms (lower)", "p99", 3),
+    ("small: proxy CPU us/request", "cpu", 1),
+    ("100 MiB: MB/s (higher)", "mbs", 0),
+    ("idle conn: bytes (lower)", "idle", 0),
+]
+print(f"{'metric':<30}{'direct':>10}{'nginx':>10}{'warren':>10}{'warren/nginx':>14}{'warren/direct':>15}")
+for label, metric, digits in rows:
+    d, n, w = med("direct", metric), med("nginx", metric), med("warren", metric)
+    print(f"{label:<30}{fmt(d, digits):>10}{fmt(n, digits):>10}{fmt(w, digits):>10}{ratio(w, n):>14}{ratio(w, d):>15}")
+PY

@@ -321,6 +321,29 @@ fn slowloris_head_times_out() {
 }
 
 #[test]
+fn idle_connections_time_out() {
+    let upstream = Upstream::start("127.0.0.1");
+    let proxy = start(vec![("cap", route("127.0.0.1"))], |c| {
+        c.header_timeout = Duration::from_millis(200);
+        c.idle_timeout = Duration::from_millis(300);
+    });
+    // Silent since connect: closed after the header timeout, without a page.
+    let mut silent = Client::connect(proxy.local_addr());
+    assert!(silent.is_closed());
+    // Idle after a request: closed after the idle timeout.
+    let mut idle = Client::connect(proxy.local_addr());
+    assert_eq!(
+        idle.get(&format!("/proxy/cap/{}/", upstream.addr.port()), "")
+            .status,
+        200
+    );
+    assert!(idle.is_closed());
+    eventually("closed connections uncounted", || {
+        proxy.stats("cap").unwrap().open_connections == 0
+    });
+}
+
+#[test]
 fn oversized_head_is_431() {
     let (proxy, up) = simple();
     let mut client = Client::connect(proxy.local_addr());

@@ -829,6 +829,12 @@ impl Manager {
                 }
             }
         }
+        // Built-in templates are made on first use, so they are always on offer.
+        for builtin in [crate::template::TINY] {
+            if !templates.iter().any(|(n, _)| n == builtin) {
+                templates.push((builtin.to_owned(), 0));
+            }
+        }
         templates.sort();
         HostInfo {
             backend: self.backend.kind(),

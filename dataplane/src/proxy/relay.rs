@@ -40,30 +40,22 @@ pub(crate) async fn serve_client(core: Rc<Core>, client: Socket, peer: SocketAdd
     let conn = core.conns.register(Rc::clone(client.fd()));
     let metrics = &core.shared.metrics;
     metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-    let config = &core.shared.config;
     let mut buf = InBuf::default();
-    let mut first = true;
     loop {
         if buf.is_empty() {
-            // Between requests: hold no buffer, just a readiness poll.
+            // Between requests: hold no buffer and no timer, just a readiness
+            // poll; the core's idle sweep closes connections idle too long.
             buf.release(&core.bufs);
-            let wait = if first {
-                config.header_timeout
-            } else {
-                config.idle_timeout
-            };
-            if !matches!(
-                runtime::timeout(wait, client.readable()).await,
-                Some(Ok(()))
-            ) {
+            if client.readable().await.is_err() {
                 break;
             }
         }
-        first = false;
+        conn.set_busy(true);
         // Boxed so that an idle connection's task stays small.
-        match Box::pin(exchange(&core, &client, peer, &mut buf, &conn)).await {
-            Next::KeepAlive => {}
-            Next::Close => break,
+        let next = Box::pin(exchange(&core, &client, peer, &mut buf, &conn)).await;
+        conn.set_busy(false);
+        if let Next::Close = next {
+            break;
         }
     }
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -228,7 +220,6 @@ async fn exchange(
     conn.attach(&key, &stats);
     stats.count_request();
     Metrics::add(&core.shared.metrics.requests);
-    conn.set_busy(true);
     let exchange = Exchange {
         core,
         client,
@@ -251,7 +242,6 @@ async fn exchange(
         }
     };
     conn.set_upstream(None);
-    conn.set_busy(false);
     next
 }
 

@@ -283,6 +283,7 @@ async fn run_core(
         Rc::clone(listener.fd()),
         commands,
     ));
+    runtime::spawn(sweep_idle(Rc::clone(&core)));
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
@@ -303,6 +304,18 @@ async fn run_core(
     let deadline = Instant::now() + CLOSE_WAIT;
     while !core.conns.is_empty() && Instant::now() < deadline {
         runtime::sleep(DRAIN_TICK).await;
+    }
+}
+
+/// Closes this core's connections that sat idle too long (see [`CoreConns::sweep`]).
+async fn sweep_idle(core: Rc<Core>) {
+    let config = &core.shared.config;
+    let tick = (config.header_timeout.min(config.idle_timeout) / 4)
+        .clamp(Duration::from_millis(5), Duration::from_secs(1));
+    loop {
+        runtime::sleep(tick).await;
+        core.conns
+            .sweep(Instant::now(), config.header_timeout, config.idle_timeout);
     }
 }
 

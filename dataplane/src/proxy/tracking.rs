@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::ratelimit::RateLimiter;
 use crate::runtime::shutdown_both;
@@ -139,7 +139,12 @@ struct ConnEntry {
     capsule: Option<(Rc<str>, Arc<CapsuleStats>)>,
     client: Rc<OwnedFd>,
     upstream: Option<Rc<OwnedFd>>,
+    /// Inside an exchange (reading a head, relaying).
     busy: bool,
+    /// Has finished at least one exchange.
+    served: bool,
+    /// When the connection last became idle (or was accepted).
+    since: Instant,
 }
 
 impl ConnEntry {
@@ -169,6 +174,8 @@ impl CoreConns {
             client,
             upstream: None,
             busy: false,
+            served: false,
+            since: Instant::now(),
         };
         self.entries.borrow_mut().insert(key, entry);
         ConnHandle {
@@ -224,6 +231,22 @@ impl CoreConns {
         closed
     }
 
+    /// Shuts down connections idle for too long: `header_timeout` before a
+    /// first request, `idle_timeout` between requests. One sweep per core
+    /// replaces a timer per connection.
+    pub fn sweep(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) {
+        for entry in self.entries.borrow().values() {
+            let limit = if entry.served {
+                idle_timeout
+            } else {
+                header_timeout
+            };
+            if !entry.busy && now.saturating_duration_since(entry.since) >= limit {
+                entry.close();
+            }
+        }
+    }
+
     /// Shuts down every connection (process shutdown).
     pub fn close_all(&self) {
         self.entries.borrow().values().for_each(ConnEntry::close);
@@ -259,9 +282,16 @@ impl ConnHandle {
         });
     }
 
-    /// Marks a request in flight (a drain waits for it) or finished.
+    /// Marks an exchange in flight (a drain waits for it) or finished
+    /// (the connection is idle from now on).
     pub fn set_busy(&self, busy: bool) {
-        self.with(|entry| entry.busy = busy);
+        self.with(|entry| {
+            entry.busy = busy;
+            if !busy {
+                entry.served = true;
+                entry.since = Instant::now();
+            }
+        });
     }
 
     /// The upstream socket in use, so a force-close reaches it too.

@@ -401,6 +401,12 @@ impl Inner {
         persisted.init = Some(
             InitProcess::of(pid.as_raw()).map_err(Self::io_err(id, "read init's start time"))?,
         );
+        // Under memory pressure the OOM killer must take the workload, not
+        // init (envd): only the host's root may lower the score, and it
+        // survives exec; envd raises its own children's back to 100.
+        if let Err(e) = std::fs::write(format!("/proc/{}/oom_score_adj", pid.as_raw()), "-900") {
+            tracing::warn!(capsule = %id, error = %e, "cannot protect init from the OOM killer");
+        }
         save(persisted)?;
         Ok(Live {
             state: persisted.clone(),

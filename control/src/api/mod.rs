@@ -1,0 +1,175 @@
+//! The REST API: one module per route family, the router, and the OpenAPI
+//! document generated from the handlers' annotations (`/openapi.json`,
+//! rendered at `/docs`).
+
+pub mod admin;
+pub mod api_keys;
+pub mod audit_logs;
+pub mod auth;
+pub mod capsule_proxy;
+pub mod capsules;
+pub mod events;
+pub mod exec;
+pub mod extract;
+pub mod files;
+pub mod hosts;
+pub mod pty;
+pub mod session;
+pub mod snapshots;
+pub mod stats;
+pub mod teams;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warren API", description = "Wrenn-compatible capsule API of the Warren control plane."),
+    modifiers(&Security),
+    security(("apiKeyAuth" = []), ("bearerAuth" = []))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "apiKeyAuth",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        c.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every documented route.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::signup))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::switch_team))
+        .routes(routes!(auth::me, auth::update_me))
+        .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(api_keys::revoke))
+        .routes(routes!(teams::list, teams::create))
+        .routes(routes!(teams::get, teams::rename, teams::delete))
+        .routes(routes!(teams::list_members, teams::add_member))
+        .routes(routes!(teams::update_member, teams::remove_member))
+        .routes(routes!(teams::leave))
+        .routes(routes!(capsules::create, capsules::list))
+        .routes(routes!(stats::stats))
+        .routes(routes!(stats::usage))
+        .routes(routes!(capsules::get, capsules::destroy))
+        .routes(routes!(capsules::pause))
+        .routes(routes!(capsules::resume))
+        .routes(routes!(capsules::ping))
+        .routes(routes!(stats::metrics))
+        .routes(routes!(exec::exec))
+        .routes(routes!(exec::exec_stream))
+        .routes(routes!(exec::list_processes))
+        .routes(routes!(exec::kill_process))
+        .routes(routes!(exec::process_stream))
+        .routes(routes!(pty::pty))
+        .routes(routes!(files::write))
+        .routes(routes!(files::stream_write))
+        .routes(routes!(files::read))
+        .routes(routes!(files::stream_read))
+        .routes(routes!(files::list))
+        .routes(routes!(files::mkdir))
+        .routes(routes!(files::remove))
+        .routes(routes!(snapshots::create, snapshots::list))
+        .routes(routes!(snapshots::delete))
+        .routes(routes!(events::stream))
+        .routes(routes!(hosts::create, hosts::list))
+        .routes(routes!(hosts::register))
+        .routes(routes!(hosts::get, hosts::delete))
+        .routes(routes!(hosts::regenerate_token))
+        .routes(routes!(hosts::heartbeat))
+        .routes(routes!(hosts::list_tags, hosts::add_tag))
+        .routes(routes!(hosts::remove_tag))
+        .routes(routes!(audit_logs::list))
+        .routes(routes!(admin::teams))
+        .routes(routes!(admin::users))
+        .routes(routes!(admin::update_user))
+        .routes(routes!(admin::capsules))
+        .routes(routes!(admin::destroy_capsule))
+        .routes(routes!(admin::templates, admin::put_template))
+        .routes(routes!(admin::delete_template))
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+const DOCS: &str = r##"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Warren API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true });</script>
+</body></html>"##;
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn health() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+/// The whole HTTP application.
+pub fn router(app: AppState) -> Router {
+    let (api, doc) = api_routes().split_for_parts();
+    let doc_json = serde_json::to_string(&doc).unwrap_or_default();
+    api.route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        crate::audit::middleware,
+    ))
+    .route(
+        "/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc_json) }),
+    )
+    .route("/docs", get(|| async { Html(DOCS) }))
+    .route("/health", get(health))
+    .fallback(not_found)
+    // Bodies are limited where they are read (JSON: max_body_bytes;
+    // uploads: max_upload_bytes or unlimited when streamed).
+    .layer(DefaultBodyLimit::disable())
+    .layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        crate::auth::middleware,
+    ))
+    .layer(tower_http::trace::TraceLayer::new_for_http())
+    // Capsule ports (`{port}-{id}.` hosts) never reach the API or its auth.
+    .layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        capsule_proxy::middleware,
+    ))
+    .with_state(app)
+}
