@@ -108,6 +108,7 @@ fn main() {
         domain: None,
         envd_bin: envd,
         busybox: "/bin/busybox".into(),
+        microvm: Default::default(),
         net_prefix: "wbench".into(),
         nft_table: "wbench".into(),
         slot_pool: 8,

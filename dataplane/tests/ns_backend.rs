@@ -478,6 +478,8 @@ fn helper_agent_process() {
         netns: netns.into(),
         hostname: None,
         env: Default::default(),
+        metadata: Default::default(),
+        tx_limit: None,
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(backend.create(&spec)).expect("create");
