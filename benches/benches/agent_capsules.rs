@@ -108,6 +108,7 @@ fn main() {
         domain: None,
         envd_bin: envd,
         busybox: "/bin/busybox".into(),
+        microvm: Default::default(),
         net_prefix: "wbench".into(),
         nft_table: "wbench".into(),
         slot_pool: 8,
@@ -142,6 +143,10 @@ fn main() {
             .build()
             .expect("client"),
     );
+    let _cleanup = Cleanup {
+        client: client.clone(),
+        net: net_config.clone(),
+    };
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
         while client
@@ -255,20 +260,47 @@ fn main() {
             "| agent (and bench) memory per capsule | {:.1} KiB |",
             agent_kib as f64 / IDLE_CAPSULES as f64
         );
-
-        client
-            .terminate(&pb::TerminateRequest {})
-            .await
-            .expect("terminate");
     });
+    // Cleanup (below) terminates the agent's capsules and purges its network.
+    drop(_cleanup);
     stop.notify_one();
     let _ = rt.block_on(agent_task);
-    let _ = rt.block_on(warren_dataplane::netslot::SlotManager::purge(&net_config));
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(h.path().join("wbench"));
+}
+
+/// Destroys every capsule and removes the agent's network state and cgroup
+/// parent, also when the bench fails half way.
+struct Cleanup {
+    client: AgentClient,
+    net: warren_dataplane::netslot::NetConfig,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let net = self.net.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                // Terminate destroys every capsule and stops the agent.
+                if let Err(e) = client.terminate(&pb::TerminateRequest {}).await {
+                    eprintln!("cleanup: terminate: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Err(e) = warren_dataplane::netslot::SlotManager::purge(&net).await {
+                    eprintln!("cleanup: purge: {e}");
+                }
+            });
+        })
+        .join();
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(h.path().join("wbench"));
+        }
     }
 }

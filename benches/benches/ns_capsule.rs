@@ -105,6 +105,8 @@ impl Bench {
             netns: PathBuf::from("/run/netns").join(&self.netns.0),
             hostname: None,
             env: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            tx_limit: None,
         }
     }
 }

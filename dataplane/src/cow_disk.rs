@@ -282,6 +282,25 @@ impl CowDisks {
         Ok(None)
     }
 
+    /// Bytes `id`'s disk occupies on the host: the blocks of the reflinked
+    /// file (extents it still shares with the template included), or of
+    /// the device-mapper cow store (what the capsule wrote).
+    pub fn allocated_bytes(&self, id: &str) -> Result<u64, CowError> {
+        use std::os::unix::fs::MetadataExt;
+        validate_id(id)?;
+        let dir = self.dir.join(id);
+        [REFLINK_FILE, COW_STORE_FILE]
+            .iter()
+            .find_map(|name| std::fs::metadata(dir.join(name)).ok())
+            .map(|m| m.blocks() * 512)
+            .ok_or_else(|| {
+                CowError::io(
+                    format!("sizing the disk of {id}"),
+                    io::Error::from(io::ErrorKind::NotFound),
+                )
+            })
+    }
+
     /// Removes `id`'s disk: dm devices, loop devices, files; the capsule
     /// directory too when nothing else is in it. Missing parts are fine.
     pub fn destroy(&self, id: &str) -> Result<(), CowError> {

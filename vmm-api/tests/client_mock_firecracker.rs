@@ -378,3 +378,84 @@ async fn client_reports_a_missing_socket_and_reconnects_to_a_new_process() {
     let err = client.version().await.expect_err("no answer");
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
 }
+
+/// The stand-in's snapshots carry its guest memory, and a load checks what
+/// it got back: a full then a diff snapshot restore exactly, a memory file
+/// changed behind its back is refused, and a diff needs dirty-page tracking.
+#[tokio::test]
+async fn mock_firecracker_snapshots_carry_memory_and_loads_check_it() {
+    let fc = MockFirecracker::start("cap-memory");
+    let client = Client::new(&fc.socket);
+    let dir = fc.dir.path();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(dir.join("vmlinux"), b"kernel").expect("kernel");
+    client
+        .put_machine_config(&MachineConfig::new(1, 16))
+        .await
+        .expect("machine-config");
+    client
+        .put_boot_source(&BootSource {
+            kernel_image_path: path("vmlinux"),
+            boot_args: None,
+            initrd_path: None,
+        })
+        .await
+        .expect("boot-source");
+    client.start().await.expect("start");
+    client.pause().await.expect("pause");
+    let snapshot = |kind| SnapshotCreate {
+        snapshot_path: path("vmstate"),
+        mem_file_path: path("mem"),
+        snapshot_type: Some(kind),
+    };
+    let err = client
+        .create_snapshot(&snapshot(SnapshotType::Diff))
+        .await
+        .expect_err("diff without dirty-page tracking");
+    assert!(
+        err.fault_message()
+            .is_some_and(|m| m.contains("dirty page")),
+        "{err}"
+    );
+    client
+        .create_snapshot(&snapshot(SnapshotType::Full))
+        .await
+        .expect("full snapshot");
+    let mem = std::fs::read(dir.join("mem")).expect("memory file");
+    assert_eq!(mem.len(), 16 << 20);
+    assert!(mem.iter().any(|&b| b != 0), "the guest's pages are in it");
+
+    let load = || SnapshotLoad {
+        track_dirty_pages: Some(true),
+        ..SnapshotLoad::new(path("vmstate"), MemoryBackend::file(path("mem")))
+    };
+    let fc2 = MockFirecracker::start("cap-memory-2");
+    let client2 = Client::new(&fc2.socket);
+    client2.load_snapshot(&load()).await.expect("load");
+    client2.resume().await.expect("resume");
+    client2.pause().await.expect("pause");
+    client2
+        .create_snapshot(&snapshot(SnapshotType::Diff))
+        .await
+        .expect("diff over the full snapshot");
+    let fc3 = MockFirecracker::start("cap-memory-3");
+    Client::new(&fc3.socket)
+        .load_snapshot(&load())
+        .await
+        .expect("the merged memory loads");
+
+    // One byte changed in a page the guest wrote.
+    let mut tampered = std::fs::read(dir.join("mem")).expect("memory file");
+    let at = tampered.iter().position(|&b| b != 0).expect("data");
+    tampered[at] ^= 0xff;
+    std::fs::write(dir.join("mem"), tampered).expect("write");
+    let fc4 = MockFirecracker::start("cap-memory-4");
+    let err = Client::new(&fc4.socket)
+        .load_snapshot(&load())
+        .await
+        .expect_err("changed memory");
+    assert!(
+        err.fault_message().is_some_and(|m| m.contains("differs")),
+        "{err}"
+    );
+}

@@ -95,13 +95,18 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `warren-agent` command for the local host. Assumed interface (the
-/// agent's flags are settled in its own issue; adjust here, or add flags
-/// through `WARREN_AGENT_ARGS`):
+/// The agent writes its own `logs/agent.log` (reopened on SIGHUP); what it
+/// prints to stderr (the same lines, and anything before logging starts)
+/// goes beside it.
+const AGENT_STDERR: &str = "agent.stderr";
+
+/// The `warren-agent` command for the local host (more flags through
+/// `WARREN_AGENT_ARGS`):
 /// - flags `--data-dir DIR --rpc-listen ADDR --proxy-listen ADDR`;
 /// - env `WARREN_DIR`, `WARREN_AGENT_TOKEN` (the bearer token control
-///   presents on RPCs), `WARREN_CONTROL_URL`, `WARREN_HOST_ID` and
-///   `WARREN_HOST_TOKEN` (for its heartbeats), `LOG_LEVEL`.
+///   presents on RPCs and the data plane's relay token), `WARREN_CONTROL_URL`,
+///   `WARREN_HOST_ID`, `WARREN_HOST_TOKEN`, `LOG_LEVEL`. The supervisor
+///   heartbeats for the local agent while its process lives.
 fn agent_command(
     bin: &Path,
     dir: &Path,
@@ -442,7 +447,11 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     };
     let mut agent = match &host {
         None => None,
-        Some(h) => match spawn(dir, "agent", agent_command(&agent_bin, dir, args, &url, h)) {
+        Some(h) => match spawn(
+            dir,
+            AGENT_STDERR,
+            agent_command(&agent_bin, dir, args, &url, h),
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!(
@@ -479,7 +488,7 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
                 eprintln!("warren-agent exited ({st}); restarting");
                 agent = spawn(
                     dir,
-                    "agent",
+                    AGENT_STDERR,
                     agent_command(&agent_bin, dir, args, &url, host),
                 )
                 .ok();

@@ -28,6 +28,7 @@ use warren_proto::{
 use crate::{
     backend::{
         Backend, BackendError, BackendKind,
+        firecracker::{FirecrackerBackend, FirecrackerConfig},
         namespace::{InitCommand, NamespaceBackend, NamespaceConfig},
     },
     manager::{Manager, ManagerConfig, ManagerError},
@@ -62,6 +63,7 @@ pub struct AgentConfig {
     pub domain: Option<String>,
     pub envd_bin: PathBuf,
     pub busybox: PathBuf,
+    pub microvm: MicroVmConfig,
     pub net_prefix: String,
     pub nft_table: String,
     pub slot_pool: usize,
@@ -70,6 +72,49 @@ pub struct AgentConfig {
     pub cgroup_parent: String,
     pub reap_interval: Duration,
     pub manager: Option<ManagerConfig>,
+}
+
+/// Settings of the Firecracker backend.
+#[derive(Clone, Debug)]
+pub struct MicroVmConfig {
+    /// The `firecracker` binary (default: the first in `PATH`).
+    pub firecracker_bin: Option<PathBuf>,
+    /// The guest kernel (default: `<data_dir>/kernels/vmlinux`).
+    pub kernel: Option<PathBuf>,
+    /// Transmit queue length of each microVM's TAP.
+    pub tap_txqueuelen: u32,
+    /// Firecracker instance directories (API and page-server sockets).
+    pub runtime_dir: PathBuf,
+}
+
+impl Default for MicroVmConfig {
+    fn default() -> Self {
+        Self {
+            firecracker_bin: None,
+            kernel: None,
+            tap_txqueuelen: crate::netslot::DEFAULT_TAP_TXQUEUELEN,
+            runtime_dir: PathBuf::from("/run/warren/vmm"),
+        }
+    }
+}
+
+impl MicroVmConfig {
+    /// The `firecracker` binary: as configured, else the first in `PATH`.
+    fn firecracker_bin(&self) -> Option<PathBuf> {
+        self.firecracker_bin.clone().or_else(|| {
+            std::env::var_os("PATH")?
+                .to_str()?
+                .split(':')
+                .map(|dir| std::path::Path::new(dir).join("firecracker"))
+                .find(|p| p.is_file())
+        })
+    }
+
+    fn kernel(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.kernel
+            .clone()
+            .unwrap_or_else(|| data_dir.join("kernels").join("vmlinux"))
+    }
 }
 
 /// Why the agent could not start or stopped with an error.
@@ -98,23 +143,69 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     move |source| AgentError::Io { context, source }
 }
 
-fn choose_backend(config: &AgentConfig) -> Result<Arc<dyn Backend>, AgentError> {
-    let firecracker_possible = std::path::Path::new("/dev/kvm").exists()
-        && std::env::var_os("FIRECRACKER_BIN").is_some()
-        && std::env::var_os("WARREN_KERNEL").is_some();
-    match (config.backend, firecracker_possible) {
-        (BackendChoice::Firecracker, _) => Err(AgentError::Backend(BackendError::Unsupported {
-            kind: BackendKind::Firecracker,
-            reason: "the Firecracker backend is not wired into the agent yet".into(),
-        })),
-        (BackendChoice::Auto, true) => {
-            tracing::warn!(
-                "KVM and Firecracker are present, but the Firecracker backend is not wired in yet: using namespaces"
-            );
+/// Why this host cannot run microVMs, if it cannot.
+fn firecracker_missing(config: &AgentConfig) -> Option<String> {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        return Some("/dev/kvm is missing".into());
+    }
+    if config.microvm.firecracker_bin().is_none() {
+        return Some("no firecracker binary (--firecracker-bin, FIRECRACKER_BIN or PATH)".into());
+    }
+    let kernel = config.microvm.kernel(&config.data_dir);
+    if !kernel.is_file() {
+        return Some(format!(
+            "no guest kernel at {} (--kernel, WARREN_KERNEL; see images/KERNEL.md)",
+            kernel.display()
+        ));
+    }
+    None
+}
+
+/// The backend this host runs: as chosen, or for `auto` Firecracker where
+/// `/dev/kvm`, a firecracker binary and a guest kernel are present.
+async fn choose_backend(
+    config: &AgentConfig,
+    slots: &Arc<SlotManager>,
+    proxy: &Arc<Proxy>,
+) -> Result<Arc<dyn Backend>, AgentError> {
+    let missing = firecracker_missing(config);
+    match (config.backend, missing) {
+        (BackendChoice::Firecracker, Some(reason)) => {
+            Err(AgentError::Backend(BackendError::Unsupported {
+                kind: BackendKind::Firecracker,
+                reason,
+            }))
+        }
+        (BackendChoice::Firecracker | BackendChoice::Auto, None) => {
+            firecracker_backend(config, slots, proxy).await
+        }
+        (BackendChoice::Auto, Some(reason)) => {
+            tracing::info!(%reason, "no microVMs on this host: using namespaces");
             namespace_backend(config)
         }
-        _ => namespace_backend(config),
+        (BackendChoice::Namespace, _) => namespace_backend(config),
     }
+}
+
+async fn firecracker_backend(
+    config: &AgentConfig,
+    slots: &Arc<SlotManager>,
+    proxy: &Arc<Proxy>,
+) -> Result<Arc<dyn Backend>, AgentError> {
+    let vm = &config.microvm;
+    let mut fc = FirecrackerConfig::new(
+        config.data_dir.clone(),
+        vm.firecracker_bin().unwrap_or_default(),
+        vm.kernel(&config.data_dir),
+        config.envd_bin.clone(),
+    );
+    fc.busybox = config.busybox.clone();
+    fc.tap_txqueuelen = vm.tap_txqueuelen;
+    fc.runtime_dir = vm.runtime_dir.clone();
+    let cores: Arc<dyn crate::runtime::Cores> = proxy.clone();
+    Ok(Arc::new(
+        FirecrackerBackend::new(fc, slots.clone(), cores).await?,
+    ))
 }
 
 fn namespace_backend(config: &AgentConfig) -> Result<Arc<dyn Backend>, AgentError> {
@@ -204,9 +295,6 @@ pub async fn run(
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
-    let backend = choose_backend(&config)?;
-    tracing::info!(backend = ?backend.kind(), "backend ready");
-
     let mut net = NetConfig::new(config.data_dir.join("net"));
     net.prefix = config.net_prefix.clone();
     net.table = config.nft_table.clone();
@@ -248,6 +336,9 @@ pub async fn run(
     let for_admin = proxy.clone();
     crate::proxy::metrics::serve_admin(admin, Arc::new(move || for_admin.render_metrics()))
         .map_err(io("serving admin metrics"))?;
+
+    let backend = choose_backend(&config, &slots, &proxy).await?;
+    tracing::info!(backend = ?backend.kind(), "backend ready");
 
     let manager_config = config
         .manager

@@ -1,6 +1,6 @@
 //! Capsule backends: the one [`Backend`] trait the sandbox manager drives,
-//! and its implementations (the [`namespace`] backend here; Firecracker
-//! microVMs implement the same trait).
+//! and its two implementations: [`namespace`] (process trees in Linux
+//! namespaces, any host) and [`firecracker`] (microVMs, KVM hosts).
 //!
 //! A backend turns a [`CapsuleSpec`] into a running capsule whose init is
 //! envd, and later pauses, resumes, samples and destroys it. Everything a
@@ -10,7 +10,9 @@
 //! caller (the sandbox manager); a backend is safe to call concurrently for
 //! different capsules.
 
+pub mod firecracker;
 pub mod namespace;
+pub(crate) mod persist;
 mod spec;
 
 use std::path::Path;
@@ -21,7 +23,17 @@ use async_trait::async_trait;
 pub use spec::{CapsuleId, CapsuleSpec, Resources, SpecError};
 
 use crate::cgroup::CgroupError;
+use crate::cow_disk::CowError;
+use crate::netslot::{NetError, TxLimit};
 use crate::template::TemplateError;
+
+/// Runs blocking work (file systems, ioctls, tools) on tokio's blocking
+/// pool; a panic in it is raised again here.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
 
 /// Which implementation runs a capsule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,6 +41,21 @@ use crate::template::TemplateError;
 pub enum BackendKind {
     Namespace,
     Firecracker,
+}
+
+/// What pausing does to a capsule, which decides what the sandbox manager
+/// does around [`Backend::pause`] and [`Backend::resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseMode {
+    /// The capsule's processes are stopped in place: its connections stay
+    /// open, nothing needs preparing.
+    Freeze,
+    /// The capsule's memory is written to a snapshot and the capsule is
+    /// stopped (its RAM is freed). Connections into it cannot survive: the
+    /// manager drains proxied connections and asks envd to prepare before
+    /// pausing, and re-initialises envd (clock, token, defaults) and reopens
+    /// the proxy after resuming.
+    Snapshot,
 }
 
 /// What a backend observes about a capsule.
@@ -111,6 +138,33 @@ pub enum BackendError {
     CorruptState { id: CapsuleId, reason: String },
     #[error("this host cannot run {kind:?} capsules: {reason}")]
     Unsupported { kind: BackendKind, reason: String },
+    #[error("capsule {id}: disk: {source}")]
+    Disk {
+        id: CapsuleId,
+        #[source]
+        source: CowError,
+    },
+    #[error("capsule {id}: network: {source}")]
+    Net {
+        id: CapsuleId,
+        #[source]
+        source: NetError,
+    },
+    #[error("capsule {id}: {step}: {source}")]
+    Vmm {
+        id: CapsuleId,
+        step: &'static str,
+        #[source]
+        source: vmm_api::Error,
+    },
+    #[error("capsule {id}: firecracker process: {source}")]
+    Process {
+        id: CapsuleId,
+        #[source]
+        source: vmm_api::LaunchError,
+    },
+    #[error("capsule {id}: page server: {reason}")]
+    PageServer { id: CapsuleId, reason: String },
 }
 
 /// A way of running capsules. All methods are cancel-safe only in the sense
@@ -120,14 +174,41 @@ pub enum BackendError {
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
 
+    /// What [`Backend::pause`] does to a capsule.
+    fn pause_mode(&self) -> PauseMode {
+        PauseMode::Freeze
+    }
+
+    /// Whether the backend limits what capsules send itself (from
+    /// [`CapsuleSpec::tx_limit`]), so the network slot must not shape it too.
+    fn shapes_egress(&self) -> bool {
+        false
+    }
+
+    /// Changes a running capsule's egress limit live (`None`: unlimited).
+    /// Only for backends that [shape egress](Backend::shapes_egress).
+    async fn set_tx_limit(
+        &self,
+        id: &CapsuleId,
+        limit: Option<TxLimit>,
+    ) -> Result<(), BackendError> {
+        let _ = (id, limit);
+        Err(BackendError::Unsupported {
+            kind: self.kind(),
+            reason: "egress is shaped by the network slot, not the backend".into(),
+        })
+    }
+
     /// Makes the capsule and starts its init; returns once init is running.
     async fn create(&self, spec: &CapsuleSpec) -> Result<CapsuleHandle, BackendError>;
 
-    /// Stops every process of the capsule in place; returns once they are
-    /// all stopped.
+    /// Pauses the capsule as [`Backend::pause_mode`] says; returns once it
+    /// is paused. When it fails, [`Backend::status`] tells whether the
+    /// capsule still runs (nothing happened) or is paused after all.
     async fn pause(&self, id: &CapsuleId) -> Result<(), BackendError>;
 
-    /// Continues a paused capsule.
+    /// Continues a paused capsule. When it fails, [`Backend::status`] tells
+    /// whether the capsule is still paused (and may be resumed again).
     async fn resume(&self, id: &CapsuleId) -> Result<(), BackendError>;
 
     /// Kills the capsule and removes everything it had on the host. Works on

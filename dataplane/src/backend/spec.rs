@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::netslot::TxLimit;
+
 /// A rejected spec field, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field}: {reason}")]
@@ -126,6 +128,14 @@ pub struct CapsuleSpec {
     pub hostname: Option<String>,
     /// Environment of the capsule's init.
     pub env: BTreeMap<String, String>,
+    /// The capsule's metadata (microVMs read it from their metadata service).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Limit on what the capsule sends, for backends that shape egress
+    /// themselves ([`super::Backend::shapes_egress`]); the others leave it
+    /// to the network slot.
+    #[serde(default)]
+    pub tx_limit: Option<TxLimit>,
 }
 
 impl CapsuleSpec {
@@ -162,6 +172,11 @@ impl CapsuleSpec {
                 return Err(invalid("env", format!("value of {k} holds a NUL byte")));
             }
         }
+        if let Some(limit) = &self.tx_limit {
+            limit
+                .validate()
+                .map_err(|e| invalid("tx_limit", e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -187,6 +202,8 @@ mod tests {
             netns: "/run/netns/x".into(),
             hostname: None,
             env: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            tx_limit: None,
         }
     }
 

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use warren_dataplane::agent::{
-    self, AgentConfig, BackendChoice,
+    self, AgentConfig, BackendChoice, MicroVmConfig,
     logging::{self, LogFile},
 };
 use warren_dataplane::backend::Resources;
@@ -129,6 +129,23 @@ struct RunArgs {
     /// Static busybox the `tiny` template is made from.
     #[arg(long, env = "WARREN_BUSYBOX", default_value = "/bin/busybox")]
     busybox: PathBuf,
+    /// The firecracker binary (default: `firecracker` in PATH).
+    #[arg(long, env = "FIRECRACKER_BIN")]
+    firecracker_bin: Option<PathBuf>,
+    /// microVM guest kernel, an uncompressed vmlinux (default:
+    /// <data-dir>/kernels/vmlinux; see images/KERNEL.md).
+    #[arg(long, env = "WARREN_KERNEL")]
+    kernel: Option<PathBuf>,
+    /// Transmit queue length of each microVM's TAP.
+    #[arg(long, env = "WARREN_TAP_TXQUEUELEN", default_value_t = 5000)]
+    tap_txqueuelen: u32,
+    /// Firecracker API and page-server sockets (a tmpfs).
+    #[arg(
+        long,
+        env = "WARREN_VMM_RUNTIME_DIR",
+        default_value = "/run/warren/vmm"
+    )]
+    vmm_runtime_dir: PathBuf,
     /// Prefix of network namespaces and links (`<prefix>-ns-N`).
     #[arg(long, env = "WARREN_NET_PREFIX", default_value = "warren")]
     net_prefix: String,
@@ -249,6 +266,12 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         domain: args.domain,
         envd_bin,
         busybox: args.busybox,
+        microvm: MicroVmConfig {
+            firecracker_bin: args.firecracker_bin,
+            kernel: args.kernel,
+            tap_txqueuelen: args.tap_txqueuelen,
+            runtime_dir: args.vmm_runtime_dir,
+        },
         net_prefix: args.net_prefix,
         nft_table: args.nft_table,
         slot_pool: args.slot_pool,

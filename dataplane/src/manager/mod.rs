@@ -6,6 +6,11 @@
 //! running and paused capsule; serialises operations on one capsule (and
 //! refuses new ones while it is pausing or stopping); publishes the routing
 //! table the data plane reads; and pauses or destroys idle capsules.
+//!
+//! Pausing is split by the backend's [`PauseMode`]: the manager owns what
+//! happens around the capsule (blocking operations, routes, draining the
+//! proxy, envd's `/snapshot/prepare` and `/init`), the backend what happens
+//! to it (freeze, or snapshot and stop; thaw, or restore).
 
 mod envd;
 pub mod record;
@@ -25,7 +30,8 @@ pub use state::{Event, InvalidTransition, State};
 
 use crate::{
     backend::{
-        Backend, BackendError, BackendKind, CapsuleId, CapsuleSpec, Resources, RunState, SpecError,
+        Backend, BackendError, BackendKind, CapsuleId, CapsuleSpec, PauseMode, Resources, RunState,
+        SpecError,
     },
     netslot::{NetError, SlotManager, SlotOptions, TxLimit},
     proxy::{self, Proxy, Route, RouteTable, Secret},
@@ -85,6 +91,9 @@ pub struct ManagerConfig {
     pub memory_overcommit: f64,
     /// Admission: capsules' vCPUs may add up to this many times the host's cores.
     pub vcpu_overcommit: f64,
+    /// Before a snapshot pause: how long proxied requests in flight may
+    /// finish before their connections are closed.
+    pub drain_grace: Duration,
 }
 
 impl ManagerConfig {
@@ -98,6 +107,7 @@ impl ManagerConfig {
             memory_overcommit: 2.0,
             // Idle capsules cost no CPU; the control plane's scheduler spreads load.
             vcpu_overcommit: 64.0,
+            drain_grace: Duration::from_secs(5),
         }
     }
 
@@ -311,6 +321,25 @@ impl Manager {
         }
     }
 
+    /// [`Manager::lock`], for an operation that needs the capsule in `state`.
+    async fn lock_in<'a>(
+        &self,
+        id: &str,
+        entry: &'a Entry,
+        state: State,
+        op: &'static str,
+    ) -> Result<tokio::sync::MutexGuard<'a, ()>> {
+        let guard = self.lock(id, entry).await?;
+        match entry.state() {
+            s if s == state => Ok(guard),
+            s => Err(ManagerError::WrongState {
+                id: id.to_owned(),
+                state: s,
+                op,
+            }),
+        }
+    }
+
     /// Publishes the routing table the data plane reads.
     fn publish_routes(&self) {
         let routes: Vec<(String, Route)> = self
@@ -445,12 +474,7 @@ impl Manager {
         }
         let tx_limit = match req.tx_limit {
             None => Some(TxLimit::default()),
-            Some(None) => None,
-            Some(Some(l)) => Some(TxLimit {
-                size: l.size,
-                one_time_burst: l.one_time_burst,
-                refill_time_ms: l.refill_time_ms,
-            }),
+            Some(limit) => limit.map(TxLimit::from),
         };
         let now = now_ms();
         let record = Record {
@@ -466,11 +490,7 @@ impl Manager {
             egress: req.egress,
             envd_token: req.envd_token.clone().filter(|t| !t.is_empty()),
             traffic_token: req.traffic_token.clone().filter(|t| !t.is_empty()),
-            tx_limit: tx_limit.map(|l| TxLimitRecord {
-                size: l.size,
-                one_time_burst: l.one_time_burst,
-                refill_time_ms: l.refill_time_ms,
-            }),
+            tx_limit: tx_limit.map(TxLimitRecord::from),
             backend: self.backend.kind(),
             state: State::Creating,
             error: None,
@@ -504,7 +524,8 @@ impl Manager {
                     id.as_str(),
                     SlotOptions {
                         egress: req.egress,
-                        tx_limit,
+                        // Shaped once: by the backend, or else by the slot.
+                        tx_limit: tx_limit.filter(|_| !self.backend.shapes_egress()),
                     },
                 )
                 .await?;
@@ -518,6 +539,8 @@ impl Manager {
                 netns: slot.netns_path(),
                 hostname: None,
                 env: BTreeMap::new(),
+                metadata: req.metadata.clone(),
+                tx_limit,
             };
             self.backend.create(&spec).await?;
             let version = self
@@ -602,34 +625,58 @@ impl Manager {
         Ok(())
     }
 
-    /// Pauses a running capsule: new public traffic is refused, then every
-    /// process of the capsule is stopped in place.
+    /// Pauses a running capsule: new public traffic is refused, then the
+    /// backend pauses it. For a snapshot pause the capsule's proxied
+    /// connections are drained first (requests in flight get
+    /// [`ManagerConfig::drain_grace`]) and envd is asked to prepare.
     pub async fn pause(&self, id: &str) -> Result<Record> {
         let entry = self.entry(id)?;
-        let _guard = self.lock(id, &entry).await?;
-        if entry.state() != State::Running {
-            return Err(ManagerError::WrongState {
-                id: id.to_owned(),
-                state: entry.state(),
-                op: "pause",
-            });
-        }
+        let _guard = self.lock_in(id, &entry, State::Running, "pause").await?;
         self.transition(&entry, Event::Pause)?;
         let cid = CapsuleId::new(id.to_owned())?;
+        let snapshot = self.backend.pause_mode() == PauseMode::Snapshot;
+        if snapshot {
+            self.proxy.drain(id, self.config.drain_grace).await;
+            let record = entry.record();
+            if let Some(addr) = record.address
+                && let Err(e) = self
+                    .envd
+                    .prepare_snapshot(IpAddr::V4(addr), record.envd_token.as_deref())
+                    .await
+            {
+                // Preparing only closes idle connections: not worth failing for.
+                tracing::warn!(capsule = id, error = %e, "envd did not prepare for the snapshot; pausing anyway");
+            }
+        }
         match self.backend.pause(&cid).await {
             Ok(()) => {
                 self.transition(&entry, Event::Paused)?;
                 Ok(entry.record())
             }
             Err(e) => {
+                let still_running = self.backend_state(&cid).await == Some(RunState::Running);
                 let e = ManagerError::Backend(e);
-                self.fail(&entry, &e);
+                if still_running {
+                    tracing::warn!(capsule = id, error = %e, "pause failed; the capsule runs on");
+                    self.transition(&entry, Event::PauseFailed)?;
+                    if snapshot {
+                        self.proxy.reopen(id);
+                    }
+                } else {
+                    self.fail(&entry, &e);
+                }
                 Err(e)
             }
         }
     }
 
-    /// Resumes a paused capsule and re-applies envd's defaults.
+    /// What the backend sees of a capsule, if it can tell.
+    async fn backend_state(&self, id: &CapsuleId) -> Option<RunState> {
+        self.backend.status(id).await.ok().map(|s| s.state)
+    }
+
+    /// Resumes a paused capsule and re-applies envd's defaults (always after
+    /// a snapshot pause: envd's clock and connections must be renewed).
     pub async fn resume(
         &self,
         id: &str,
@@ -637,38 +684,45 @@ impl Manager {
         defaults: Option<EnvdDefaults>,
     ) -> Result<Record> {
         let entry = self.entry(id)?;
-        let _guard = self.lock(id, &entry).await?;
-        if entry.state() != State::Paused {
-            return Err(ManagerError::WrongState {
-                id: id.to_owned(),
-                state: entry.state(),
-                op: "resume",
-            });
-        }
+        let _guard = self.lock_in(id, &entry, State::Paused, "resume").await?;
         self.transition(&entry, Event::Resume)?;
         let cid = CapsuleId::new(id.to_owned())?;
+        if let Err(e) = self.backend.resume(&cid).await {
+            let e = ManagerError::Backend(e);
+            if self.backend_state(&cid).await == Some(RunState::Paused) {
+                tracing::warn!(capsule = id, error = %e, "resume failed; the capsule stays paused");
+                self.transition(&entry, Event::ResumeFailed)?;
+            } else {
+                self.fail(&entry, &e);
+            }
+            return Err(e);
+        }
+        let snapshot = self.backend.pause_mode() == PauseMode::Snapshot;
         let record = entry.record();
         // The request's defaults over the capsule's own (which already hold
-        // its template's).
-        let reinit = defaults.is_some() || self.backend.kind() == BackendKind::Firecracker;
+        // its template's). A frozen namespace capsule's envd kept its
+        // defaults; a restored microVM's is re-initialised (clock, defaults).
         let defaults = defaults.map(|d| merge_envd_defaults(&record.defaults, &d));
-        let resumed = async {
-            self.backend.resume(&cid).await?;
-            // A frozen namespace capsule's envd kept its defaults; a
-            // restored microVM's is re-initialised (clock, defaults) anyway.
-            if let (true, Some(addr)) = (reinit, record.address) {
-                let token = record.envd_token.as_deref();
-                let applied = defaults.as_ref().unwrap_or(&record.defaults);
-                self.envd
-                    .init(IpAddr::V4(addr), token, applied, token)
-                    .await?;
+        let reinit = defaults
+            .clone()
+            .or_else(|| snapshot.then(|| record.defaults.clone()));
+        if let (Some(defaults), Some(addr)) = (&reinit, record.address) {
+            let addr = IpAddr::V4(addr);
+            let token = record.envd_token.as_deref();
+            let initialised = async {
+                if snapshot {
+                    self.envd
+                        .wait_ready(addr, self.config.envd_ready_timeout)
+                        .await?;
+                }
+                self.envd.init(addr, token, defaults, token).await
             }
-            Ok::<_, ManagerError>(())
-        }
-        .await;
-        if let Err(e) = resumed {
-            self.fail(&entry, &e);
-            return Err(e);
+            .await;
+            if let Err(e) = initialised {
+                let e = ManagerError::Envd(e);
+                self.fail(&entry, &e);
+                return Err(e);
+            }
         }
         entry.update(|r| {
             r.last_active_ms = now_ms();
@@ -680,7 +734,38 @@ impl Manager {
             }
         });
         self.transition(&entry, Event::Resumed)?;
+        if snapshot {
+            self.proxy.reopen(id);
+        }
         Ok(entry.record())
+    }
+
+    /// Changes a running capsule's egress limit live (`None`: unlimited),
+    /// where the backend or else the network slot enforces it.
+    pub async fn set_tx_limit(&self, id: &str, limit: Option<TxLimitRecord>) -> Result<Record> {
+        let entry = self.entry(id)?;
+        let _guard = self
+            .lock_in(id, &entry, State::Running, "change the egress limit")
+            .await?;
+        let tx = limit.map(TxLimit::from);
+        if self.backend.shapes_egress() {
+            self.backend
+                .set_tx_limit(&CapsuleId::new(id.to_owned())?, tx)
+                .await?;
+        } else {
+            let slot = self
+                .slots
+                .get(id)
+                .await
+                .ok_or_else(|| ManagerError::NotFound(format!("network slot of {id}")))?;
+            self.slots.set_tx_limit(&slot, tx).await?;
+        }
+        let record = entry.update(|r| {
+            r.tx_limit = limit;
+            r.clone()
+        });
+        self.persist(&record)?;
+        Ok(record)
     }
 
     /// Marks a capsule active now.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::State;
 use crate::backend::BackendKind;
+use crate::netslot::TxLimit;
 
 /// What the reaper does with an idle capsule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,26 @@ pub struct TxLimitRecord {
     pub size: u64,
     pub one_time_burst: u64,
     pub refill_time_ms: u64,
+}
+
+impl From<TxLimitRecord> for TxLimit {
+    fn from(l: TxLimitRecord) -> Self {
+        Self {
+            size: l.size,
+            one_time_burst: l.one_time_burst,
+            refill_time_ms: l.refill_time_ms,
+        }
+    }
+}
+
+impl From<TxLimit> for TxLimitRecord {
+    fn from(l: TxLimit) -> Self {
+        Self {
+            size: l.size,
+            one_time_burst: l.one_time_burst,
+            refill_time_ms: l.refill_time_ms,
+        }
+    }
 }
 
 /// One capsule, as persisted.

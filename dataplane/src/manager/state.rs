@@ -25,8 +25,12 @@ pub enum Event {
     Created,
     Pause,
     Paused,
+    /// The pause did not happen; the capsule still runs.
+    PauseFailed,
     Resume,
     Resumed,
+    /// The resume did not happen; the capsule is still paused.
+    ResumeFailed,
     Stop,
     Stopped,
     Failed,
@@ -49,8 +53,10 @@ impl State {
             (S::Creating, E::Created) => S::Running,
             (S::Running, E::Pause) => S::Pausing,
             (S::Pausing, E::Paused) => S::Paused,
+            (S::Pausing, E::PauseFailed) => S::Running,
             (S::Paused, E::Resume) => S::Resuming,
             (S::Resuming, E::Resumed) => S::Running,
+            (S::Resuming, E::ResumeFailed) => S::Paused,
             (S::Creating | S::Running | S::Paused | S::Error, E::Stop) => S::Stopping,
             (S::Stopping, E::Stopped) => S::Stopped,
             (
@@ -111,5 +117,13 @@ mod tests {
         assert!(S::Pausing.on(E::Stop).is_err());
         assert!(S::Stopped.on(E::Failed).is_err());
         assert_eq!(S::Error.on(E::Stop).unwrap(), S::Stopping);
+        assert!(S::Running.on(E::PauseFailed).is_err());
+        assert!(S::Paused.on(E::ResumeFailed).is_err());
+    }
+
+    #[test]
+    fn failed_pauses_and_resumes_go_back() {
+        assert_eq!(S::Pausing.on(E::PauseFailed).unwrap(), S::Running);
+        assert_eq!(S::Resuming.on(E::ResumeFailed).unwrap(), S::Paused);
     }
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_channel::{mpsc, oneshot};
@@ -21,7 +22,7 @@ use super::relay;
 use super::table::Routes;
 use super::tracking::{CapsuleStats, CoreConns, StatsSnapshot, Tracker};
 use super::upstream::UpstreamPool;
-use crate::runtime::{self, Listener, PipePool, shutdown_both};
+use crate::runtime::{self, CoreJob, Cores, Listener, PipePool, shutdown_both};
 
 /// What every core shares.
 pub(crate) struct Shared {
@@ -50,6 +51,8 @@ enum Command {
         id: String,
         done: oneshot::Sender<()>,
     },
+    /// Other work that belongs on the data-plane cores (see [`Cores`]).
+    Run(CoreJob),
     Shutdown,
 }
 
@@ -75,6 +78,8 @@ pub struct Proxy {
     cores: Vec<mpsc::UnboundedSender<Command>>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     addr: SocketAddr,
+    /// The core the next [`Cores::submit`] goes to.
+    next_core: AtomicUsize,
 }
 
 /// Longest wait for connections to end after they were shut down.
@@ -123,6 +128,7 @@ impl Proxy {
             cores: senders,
             threads: std::sync::Mutex::new(threads),
             addr,
+            next_core: AtomicUsize::new(0),
         })
     }
 
@@ -238,6 +244,21 @@ impl Proxy {
     }
 }
 
+impl Cores for Proxy {
+    fn submit(&self, job: CoreJob) -> bool {
+        let first = self.next_core.fetch_add(1, Ordering::Relaxed);
+        let mut command = Command::Run(job);
+        // A core that has stopped hands the command back: try the next one.
+        for i in 0..self.cores.len() {
+            match self.cores[(first + i) % self.cores.len()].unbounded_send(command) {
+                Ok(()) => return true,
+                Err(e) => command = e.into_inner(),
+            }
+        }
+        false
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shutdown();
@@ -309,6 +330,7 @@ async fn control(
                 runtime::spawn(drain(Rc::clone(&core), id, Some(grace), done))
             }
             Command::Evict { id, done } => runtime::spawn(drain(Rc::clone(&core), id, None, done)),
+            Command::Run(job) => job(),
             Command::Shutdown => break,
         }
     }

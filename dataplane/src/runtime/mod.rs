@@ -24,6 +24,18 @@ use compio::driver::op::{Interest, PollOnce};
 pub use net::{Listener, Socket, local_addr, shutdown_both};
 pub use pipe::{Pipe, PipePool};
 
+/// Work for a data-plane core: run on the core's own thread, inside its
+/// runtime, so it may spawn tasks there (e.g. a page server).
+pub type CoreJob = Box<dyn FnOnce() + Send>;
+
+/// The data-plane cores, as other parts of the agent see them: a place to
+/// run work next to the proxy's relays (the proxy's cores in the agent).
+pub trait Cores: Send + Sync {
+    /// Queues `job` on one of the cores (they take turns); `false` when no
+    /// core is running any more.
+    fn submit(&self, job: CoreJob) -> bool;
+}
+
 /// Starts a named OS thread running one runtime; `main` builds the thread's
 /// root future inside it (futures of a thread-per-core runtime are not `Send`).
 pub fn spawn_core<F, Fut>(name: String, main: F) -> io::Result<std::thread::JoinHandle<()>>

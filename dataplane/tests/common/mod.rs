@@ -112,6 +112,8 @@ impl Fixture {
             netns: netns.path(),
             hostname: None,
             env: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            tx_limit: None,
         }
     }
 }

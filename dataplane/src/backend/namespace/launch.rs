@@ -207,6 +207,42 @@ pub fn launch(
     }
 }
 
+/// Kills init (when its pid is known) and passes the error on.
+fn kill_pid(init: Option<Pid>, e: LaunchError) -> LaunchError {
+    if let Some(init) = init {
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+    }
+    e
+}
+
+/// Reads reports until init's pid and "user namespace ready" have both come.
+/// The first child reports the pid after forking init, while init reports
+/// on its own: on a loaded host either can come first.
+fn await_init(
+    mut read: impl FnMut() -> Result<Option<(u32, u32, u32)>, LaunchError>,
+    plan: &Plan,
+    first: Pid,
+) -> Result<Pid, LaunchError> {
+    let mut init = None;
+    let mut userns_ready = false;
+    loop {
+        if let (Some(pid), true) = (init, userns_ready) {
+            return Ok(pid);
+        }
+        let msg = read().map_err(|e| kill_pid(init, e))?;
+        match msg {
+            Some((MSG_PID, pid, _)) if init.is_none() => init = Some(Pid::from_raw(pid as i32)),
+            Some((MSG_USERNS, _, _)) if !userns_ready => userns_ready = true,
+            other => {
+                return Err(kill_pid(
+                    init,
+                    unexpected(plan, other, init.unwrap_or(first)),
+                ));
+            }
+        }
+    }
+}
+
 /// The agent's half: reads the children's reports and writes init's id maps.
 fn supervise(
     plan: &Plan,
@@ -216,18 +252,8 @@ fn supervise(
     deadline: Instant,
 ) -> Result<Pid, LaunchError> {
     let read = |report: &mut File| read_msg(report, deadline);
-    let init = match read(report)? {
-        Some((MSG_PID, pid, _)) => Pid::from_raw(pid as i32),
-        other => return Err(unexpected(plan, other, first)),
-    };
-    let kill_init = |e: LaunchError| {
-        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-        e
-    };
-    match read(report).map_err(kill_init)? {
-        Some((MSG_USERNS, _, _)) => {}
-        other => return Err(kill_init(unexpected(plan, other, init))),
-    }
+    let init = await_init(|| read(report), plan, first)?;
+    let kill_init = |e: LaunchError| kill_pid(Some(init), e);
     let map = format!("0 {} {}\n", plan.id_map.host_base, plan.id_map.count);
     for file in ["uid_map", "gid_map"] {
         let path = format!("/proc/{init}/{file}");
@@ -521,4 +547,65 @@ fn redirect_stdio(plan: &Plan) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+
+    use super::*;
+
+    fn plan() -> Plan {
+        let c = |s: &str| CString::new(s).unwrap();
+        Plan {
+            ops: Vec::new(),
+            new_root: c("/"),
+            hostname: c("h"),
+            workdir: c("/"),
+            log: c("/log"),
+            argv: vec![c("/init")],
+            envp: Vec::new(),
+            filters: Vec::new(),
+            id_map: Default::default(),
+        }
+    }
+
+    /// A pid above any pid_max: killing it on an error path hits no one.
+    const NO_SUCH_PID: u32 = 0x7fff_fff0;
+
+    fn run(messages: Vec<Option<(u32, u32, u32)>>) -> Result<Pid, LaunchError> {
+        let mut messages = messages.into_iter();
+        await_init(|| Ok(messages.next().flatten()), &plan(), Pid::from_raw(1))
+    }
+
+    #[test]
+    fn pid_and_user_namespace_reports_come_in_either_order() {
+        let pid = Pid::from_raw(NO_SUCH_PID as i32);
+        let first = run(vec![
+            Some((MSG_PID, NO_SUCH_PID, 0)),
+            Some((MSG_USERNS, 0, 0)),
+        ]);
+        assert_eq!(first.unwrap(), pid);
+        let second = run(vec![
+            Some((MSG_USERNS, 0, 0)),
+            Some((MSG_PID, NO_SUCH_PID, 0)),
+        ]);
+        assert_eq!(second.unwrap(), pid);
+    }
+
+    #[test]
+    fn duplicates_errors_and_silence_are_failures() {
+        let pid = Some((MSG_PID, NO_SUCH_PID, 0));
+        assert!(run(vec![pid, pid]).is_err());
+        assert!(run(vec![Some((MSG_USERNS, 0, 0)), Some((MSG_USERNS, 0, 0))]).is_err());
+        assert!(run(vec![pid, None]).is_err());
+        let err = run(vec![Some((
+            MSG_ERROR,
+            Step::PivotRoot as u32,
+            libc::EPERM as u32,
+        ))])
+        .unwrap_err();
+        assert_eq!(err.step, "pivotroot");
+        assert_eq!(err.source.raw_os_error(), Some(libc::EPERM));
+    }
 }

@@ -244,9 +244,7 @@ impl NamespaceBackend {
         f: impl FnOnce(&Inner) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        super::blocking(move || f(&inner)).await
     }
 }
 
@@ -618,29 +616,16 @@ impl Inner {
     }
 
     fn persisted(&self) -> Result<Vec<CapsuleId>, BackendError> {
-        let dir = self.config.data_dir.join("capsules");
-        let entries = std::fs::read_dir(&dir).map_err(|source| BackendError::Unsupported {
-            kind: BackendKind::Namespace,
-            reason: format!("list {}: {source}", dir.display()),
-        })?;
-        let mut ids: Vec<CapsuleId> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().join(state::STATE_FILE).is_file())
-            .filter_map(|e| CapsuleId::new(e.file_name().to_string_lossy().into_owned()).ok())
-            .collect();
-        ids.sort();
-        Ok(ids)
+        super::persist::capsule_ids(
+            &self.config.data_dir.join("capsules"),
+            state::STATE_FILE,
+            BackendKind::Namespace,
+        )
     }
 }
 
 fn load_state(id: &CapsuleId, dir: &Path) -> Result<Persisted, BackendError> {
-    state::load(dir).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => BackendError::NotFound(id.clone()),
-        _ => BackendError::CorruptState {
-            id: id.clone(),
-            reason: e.to_string(),
-        },
-    })
+    super::persist::load_capsule(id, dir, state::STATE_FILE)
 }
 
 fn status_of(live: &Live) -> Result<CapsuleStatus, BackendError> {

@@ -4,7 +4,7 @@
 //! time (which tells a live init from an unrelated process that reused the
 //! pid).
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -108,19 +108,9 @@ fn parse_stat(stat: &str) -> Option<(char, u64)> {
     Some((state, start))
 }
 
-/// Writes the state atomically (temp file, fsync, rename).
+/// Writes the state atomically.
 pub fn save(dir: &Path, state: &Persisted) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(&json)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dir.join(STATE_FILE)).map_err(|e| e.error)?;
-    Ok(())
-}
-
-pub fn load(dir: &Path) -> io::Result<Persisted> {
-    let text = std::fs::read(dir.join(STATE_FILE))?;
-    serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    crate::backend::persist::save(dir, STATE_FILE, state)
 }
 
 #[cfg(test)]

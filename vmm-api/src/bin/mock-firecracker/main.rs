@@ -4,6 +4,11 @@
 //! does (204 on success, `400 {"fault_message"}` on refusal, pre-boot-only
 //! and post-boot-only calls), but boots nothing.
 //!
+//! Its guest memory is real ([`memory`]): snapshots write it (full or
+//! diff), loads read it back from a memory file or through a userfaultfd
+//! page server, doing Firecracker's side of the handshake, and refuse a
+//! restore whose memory differs from what the snapshot recorded.
+//!
 //! Usage: `mock-firecracker --api-sock PATH [--id ID] [--record FILE]
 //! [--ignore-sigterm]`. `--record` appends every request as a JSON line
 //! `{"method","path","body"}` so tests can check what arrived. Other
@@ -22,6 +27,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::UnixListener;
+
+mod memory;
+use memory::Memory;
 
 const HELP: &str = "mock-firecracker --api-sock PATH [--id ID] [--record FILE] [--ignore-sigterm]\n\
 A stand-in serving Firecracker's API for tests on hosts without KVM. Boots nothing.";
@@ -73,6 +81,10 @@ struct State {
     balloon: Option<Value>,
     metrics: bool,
     record: Option<std::fs::File>,
+    /// Guest memory, from boot or a load on.
+    memory: Option<Memory>,
+    /// Dirty pages tracked (machine-config or load), as diffs need.
+    track_dirty_pages: bool,
 }
 
 type Answer = (StatusCode, Option<Value>);
@@ -127,6 +139,7 @@ impl State {
                         "The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.",
                     );
                 }
+                self.track_dirty_pages = body_obj["track_dirty_pages"].as_bool() == Some(true);
                 self.machine = body_obj;
                 OK
             }
@@ -256,6 +269,14 @@ impl State {
                     if !self.boot_source {
                         return fault("Start microvm error: Missing kernel configuration.");
                     }
+                    let mib = self.machine["mem_size_mib"].as_u64().unwrap_or(128);
+                    let mut memory = match Memory::new(mib) {
+                        Ok(m) => m,
+                        Err(e) => return fault(format!("Cannot allocate guest memory: {e}")),
+                    };
+                    memory.boot(&self.id);
+                    memory.run();
+                    self.memory = Some(memory);
                     self.run = Run::Running;
                     eprintln!(
                         "mock-firecracker {}: guest started (nothing is booted)",
@@ -287,7 +308,14 @@ impl State {
                 }
                 match body_obj["state"].as_str() {
                     Some("Paused") => self.run = Run::Paused,
-                    Some("Resumed") => self.run = Run::Running,
+                    Some("Resumed") => {
+                        if self.run == Run::Paused
+                            && let Some(m) = &mut self.memory
+                        {
+                            m.run();
+                        }
+                        self.run = Run::Running;
+                    }
                     _ => return fault("unknown variant for state, expected `Paused` or `Resumed`"),
                 }
                 OK
@@ -300,11 +328,38 @@ impl State {
                         NOT_BEFORE_START
                     });
                 }
-                for key in ["snapshot_path", "mem_file_path"] {
-                    let path = body_obj[key].as_str().unwrap_or("");
-                    if let Err(e) = std::fs::write(path, b"mock-firecracker snapshot\n") {
-                        return fault(format!("Cannot create snapshot file {path}: {e}"));
+                let diff = body_obj["snapshot_type"].as_str() == Some("Diff");
+                if diff && !self.track_dirty_pages {
+                    return fault(
+                        "Diff snapshots are not allowed on uVMs with dirty page tracking disabled.",
+                    );
+                }
+                let (state_path, mem_path) = (
+                    body_obj["snapshot_path"].as_str().unwrap_or(""),
+                    body_obj["mem_file_path"].as_str().unwrap_or(""),
+                );
+                let Some(memory) = &mut self.memory else {
+                    return fault("Cannot create snapshot: no guest memory.");
+                };
+                let saved = memory
+                    .save(std::path::Path::new(mem_path), diff)
+                    .and_then(|()| memory.digest());
+                let digest = match saved {
+                    Ok(d) => d,
+                    Err(e) => return fault(format!("Cannot create snapshot: {e}")),
+                };
+                let vmstate = json!({
+                    "mock_firecracker_vmstate": {
+                        "mem_size_mib": memory.mib(),
+                        "digest": digest.to_string(),
+                        "generation": memory.generation,
+                        "machine": self.machine,
+                        "drives": self.drives,
+                        "ifaces": self.ifaces,
                     }
+                });
+                if let Err(e) = std::fs::write(state_path, vmstate.to_string()) {
+                    return fault(format!("Cannot create snapshot file {state_path}: {e}"));
                 }
                 OK
             }
@@ -322,17 +377,24 @@ impl State {
                 }
                 let backend = &body_obj["mem_backend"];
                 let path = backend["backend_path"].as_str().unwrap_or("");
-                let ok = match backend["backend_type"].as_str() {
-                    Some("File") => std::path::Path::new(path).is_file(),
-                    Some("Uffd") => std::os::unix::net::UnixStream::connect(path).is_ok(),
-                    _ => false,
+                let uffd = match backend["backend_type"].as_str() {
+                    Some("File") if std::path::Path::new(path).is_file() => false,
+                    Some("Uffd") if std::path::Path::new(path).exists() => true,
+                    _ => {
+                        return fault(format!(
+                            "Load snapshot error: Cannot open the memory backend {path}: No such file or directory (os error 2)"
+                        ));
+                    }
                 };
-                if !ok {
-                    return fault(format!(
-                        "Load snapshot error: Cannot open the memory backend {path}: No such file or directory (os error 2)"
-                    ));
+                if let Err(e) = self.restore(snapshot, path, uffd) {
+                    return fault(format!("Load snapshot error: {e}"));
                 }
+                self.configured = true;
+                self.track_dirty_pages = body_obj["track_dirty_pages"].as_bool() == Some(true);
                 self.run = if body_obj["resume_vm"].as_bool() == Some(true) {
+                    if let Some(m) = &mut self.memory {
+                        m.run();
+                    }
                     Run::Running
                 } else {
                     Run::Paused
@@ -343,6 +405,57 @@ impl State {
                 "Invalid request method and/or path: {method} {path}."
             )),
         }
+    }
+}
+
+impl State {
+    /// Loads the state file and the guest memory (from the memory file, or
+    /// through the page server at `backend`), checked against the digest
+    /// the snapshot recorded. A state file this stand-in did not write
+    /// carries no memory: the guest gets fresh zeroed memory, unchecked,
+    /// and a page server is only connected to.
+    fn restore(&mut self, snapshot: &str, backend: &str, uffd: bool) -> Result<(), String> {
+        let text = std::fs::read_to_string(snapshot).unwrap_or_default();
+        let vmstate = serde_json::from_str::<Value>(&text)
+            .ok()
+            .map(|v| v["mock_firecracker_vmstate"].clone())
+            .filter(Value::is_object);
+        let Some(vmstate) = vmstate else {
+            if uffd {
+                std::os::unix::net::UnixStream::connect(backend)
+                    .map_err(|e| format!("Cannot connect to {backend}: {e}"))?;
+            }
+            self.memory = Some(Memory::new(128).map_err(|e| e.to_string())?);
+            return Ok(());
+        };
+        let mib = vmstate["mem_size_mib"].as_u64().unwrap_or(0);
+        let digest = vmstate["digest"]
+            .as_str()
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or("the state file has no memory digest")?;
+        let mut memory = Memory::new(mib).map_err(|e| format!("guest memory: {e}"))?;
+        let backend = std::path::Path::new(backend);
+        if uffd {
+            memory.load_from_page_server(backend, digest, &self.id)?;
+        } else {
+            memory.load_file(backend, digest)?;
+        }
+        memory.generation = vmstate["generation"].as_u64().unwrap_or(0);
+        let names = |key: &str| -> Vec<String> {
+            vmstate[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        self.drives = names("drives");
+        self.ifaces = names("ifaces");
+        self.machine = vmstate["machine"].clone();
+        self.memory = Some(memory);
+        Ok(())
     }
 }
 
@@ -452,6 +565,8 @@ async fn main() {
         balloon: None,
         metrics: false,
         record,
+        memory: None,
+        track_dirty_pages: false,
     }));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
