@@ -36,8 +36,10 @@ test: deps
 	$(MAKE) test-rust test-e2b test-wrenn
 	$(CARGO) check --quiet --manifest-path fuzz/Cargo.toml
 
+# WARREN_TEST_MINIMAL=1: the `minimal` tests build Debian with debootstrap
+# from this host's apt mirror (about a minute each).
 test-rust:
-	WARREN_TEST_PYTHON=$$(scripts/wrenn-venv.sh) $(CARGO) test --workspace --no-fail-fast
+	WARREN_TEST_MINIMAL=1 WARREN_TEST_PYTHON=$$(scripts/wrenn-venv.sh) $(CARGO) test --workspace --no-fail-fast
 
 $(VENV_E2B)/.requirements.sha256: tests/e2b/requirements.txt
 	scripts/pyenv.sh $(VENV_E2B) tests/e2b/requirements.txt
@@ -52,10 +54,9 @@ test-e2b: $(VENV_E2B)/.requirements.sha256 tests/connect-npm/node_modules
 	cd tests/e2b && ENVD_BIN=$(TARGET)/debug/envd ../../$(VENV_E2B)/bin/pytest -n $(PYTEST_WORKERS) -q
 
 # The wrenn SDK against a whole local Warren (`warren up`: Postgres, control,
-# the real agent with namespace capsules). The snapshot test waits for the
-# agent's snapshots-as-templates (issue 8).
+# the real agent with namespace capsules).
 test-wrenn:
-	tests/wrenn/run.sh -k "not snapshot"
+	tests/wrenn/run.sh
 
 ## bench: criterion benchmarks and side-by-side comparisons (prints tables).
 bench: deps

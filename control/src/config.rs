@@ -28,8 +28,9 @@ pub struct ControlConfig {
     #[arg(long, env = "WARREN_JWT_TTL", default_value_t = 6 * 3600)]
     pub jwt_ttl_secs: u64,
 
-    /// Template used when a create names none.
-    #[arg(long, env = "WARREN_DEFAULT_TEMPLATE", default_value = "tiny")]
+    /// Template used when a create names none (`warren up` falls back to
+    /// `tiny` where `minimal` cannot be built).
+    #[arg(long, env = "WARREN_DEFAULT_TEMPLATE", default_value = "minimal")]
     pub default_template: String,
 
     /// A host is marked unreachable (its capsules missing) after this many

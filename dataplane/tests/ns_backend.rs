@@ -279,7 +279,7 @@ async fn pause_stops_progress_and_resume_continues() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seccomp_denies_and_no_new_privs_is_set() {
+async fn seccomp_denies_without_no_new_privs() {
     if skip_unless_root() {
         return;
     }
@@ -306,7 +306,9 @@ async fn seccomp_denies_and_no_new_privs_is_set() {
     assert!(err.contains("Operation not permitted"), "{err}");
 
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    // Filtered, but setuid programs (sudo) may still raise a capsule
+    // process to the capsule's own root.
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t0"), "{status}");
     assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
 
     // Other denied calls, from a process started inside.
@@ -587,7 +589,7 @@ async fn envd_is_init_and_answers_health() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("/usr/local/bin/envd"), "{out}");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
     // envd's binary is read-only inside.
     let (code, _, _) = sh(&fx.backend, &spec.id, "echo x >> /usr/local/bin/envd");
     assert_ne!(code, 0, "envd writable inside the capsule");

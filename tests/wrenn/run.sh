@@ -42,6 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin/warren" --dir "$dir" up --detach --listen "127.0.0.1:$port" \
+    --default-template "${WARREN_TEST_TEMPLATE:-tiny}" \
     --agent-bin "$bin/warren-agent" --agent-rpc "$rpc" --agent-proxy "$proxy"
 creds=$dir/credentials.json
 export WRENN_BASE_URL=http://127.0.0.1:$port

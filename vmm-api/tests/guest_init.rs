@@ -199,7 +199,6 @@ fn guest_init_runs_as_pid1_in_namespaces_and_execs_envd() {
         ("devpts", "/dev/pts"),
         ("tmpfs", "/dev/shm"),
         ("tmpfs", "/run"),
-        ("tmpfs", "/tmp"),
         ("cgroup2", "/sys/fs/cgroup"),
     ] {
         assert!(
@@ -210,6 +209,13 @@ fn guest_init_runs_as_pid1_in_namespaces_and_execs_envd() {
             "{fstype} not mounted on {target}:\n{report}"
         );
     }
+    // /tmp is the disk's, so snapshots keep what users leave there.
+    assert!(
+        !report
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/tmp")),
+        "/tmp mounted over:\n{report}"
+    );
     assert!(report.contains("inet 169.254.0.21/30"), "{report}");
     assert!(
         report.contains("default via 169.254.0.22 dev eth0"),

@@ -127,7 +127,11 @@ async fn view(app: &AppState, row: &BuildRow) -> ApiResult<BuildView> {
 #[utoipa::path(post, path = "/v1/admin/builds", tag = "builds", request_body = CreateBuildRequest,
     responses((status = 202, body = BuildView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn create(State(app): State<AppState>, p: Principal, req: Request) -> ApiResult<Response> {
+pub async fn create(
+    State(app): State<AppState>,
+    p: Principal,
+    req: Request,
+) -> ApiResult<Response> {
     let multipart = req
         .headers()
         .get(header::CONTENT_TYPE)

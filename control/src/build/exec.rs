@@ -88,7 +88,8 @@ impl<'a> Output<'a> {
             "stderr" => self.stderr.extend_from_slice(data),
             _ => self.stdout.extend_from_slice(data),
         }
-        if self.stdout.len() + self.stderr.len() >= FLUSH_BYTES || self.last.elapsed() >= FLUSH_EVERY
+        if self.stdout.len() + self.stderr.len() >= FLUSH_BYTES
+            || self.last.elapsed() >= FLUSH_EVERY
         {
             self.flush(false).await?;
         }
@@ -143,8 +144,13 @@ impl Capsule {
         argv: &[String],
         ctx: &Ctx,
         tag: Option<String>,
-    ) -> Result<(EnvdClient, warren_proto::connect::MessageStream<pr::StartResponse>), StepError>
-    {
+    ) -> Result<
+        (
+            EnvdClient,
+            warren_proto::connect::MessageStream<pr::StartResponse>,
+        ),
+        StepError,
+    > {
         let (cmd, args) = argv
             .split_first()
             .ok_or_else(|| StepError::Failed("empty command".into()))?;

@@ -61,8 +61,13 @@ pub enum Target {
 pub enum CopyKind {
     /// A file with the content of this archive path (itself, or the target
     /// of a hard link).
-    File { content: String, executable: bool },
-    Symlink { target: String },
+    File {
+        content: String,
+        executable: bool,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,13 +92,24 @@ pub struct Health {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Run { argv: Vec<String>, timeout: Duration },
-    Start { argv: Vec<String> },
-    User { name: String },
-    Copy { items: Vec<CopyItem> },
+    Run {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+    Start {
+        argv: Vec<String>,
+    },
+    User {
+        name: String,
+    },
+    Copy {
+        items: Vec<CopyItem>,
+    },
     /// Changes only later steps' context.
     Env,
-    Workdir { path: String },
+    Workdir {
+        path: String,
+    },
     /// Declares the health check polled once every step ran.
     Healthcheck,
 }
@@ -404,8 +420,8 @@ mod tests {
 
     fn plan_of(text: &str, files: &[(&str, &[u8])]) -> Plan {
         // No archive at all when the recipe copies nothing.
-        let index = (!files.is_empty())
-            .then(|| inspect(std::io::Cursor::new(tar_of(files))).unwrap());
+        let index =
+            (!files.is_empty()).then(|| inspect(std::io::Cursor::new(tar_of(files))).unwrap());
         plan(
             text,
             &parse(text).unwrap(),
@@ -495,10 +511,7 @@ mod tests {
         );
         assert_eq!(
             targets(2),
-            [(
-                "run.sh".into(),
-                Target::PathOrInto("/usr/local/bin".into())
-            )]
+            [("run.sh".into(), Target::PathOrInto("/usr/local/bin".into()))]
         );
         assert_eq!(
             targets(3),

@@ -233,7 +233,13 @@ impl Job {
                 self.log.system(None, "build cancelled").await?;
                 let mut tx = db.begin().await?;
                 self.fence()
-                    .finish(&mut tx, BuildStatus::Cancelled, None, None, StepStatus::Cancelled)
+                    .finish(
+                        &mut tx,
+                        BuildStatus::Cancelled,
+                        None,
+                        None,
+                        StepStatus::Cancelled,
+                    )
                     .await?;
                 tx.commit().await?;
                 self.publish("template.build.cancel", "error").await;
@@ -242,10 +248,18 @@ impl Job {
             Ended::Work(Err(Stop::Failed(msg))) => {
                 self.destroy_capsules().await;
                 self.remove_template().await;
-                self.log.system(None, &format!("build failed: {msg}")).await?;
+                self.log
+                    .system(None, &format!("build failed: {msg}"))
+                    .await?;
                 let mut tx = db.begin().await?;
                 self.fence()
-                    .finish(&mut tx, BuildStatus::Failed, Some(&msg), None, StepStatus::Skipped)
+                    .finish(
+                        &mut tx,
+                        BuildStatus::Failed,
+                        Some(&msg),
+                        None,
+                        StepStatus::Skipped,
+                    )
                     .await?;
                 tx.commit().await?;
                 self.publish("template.build.fail", "error").await;
@@ -352,13 +366,21 @@ impl Job {
             self.made.check()?;
             let head = format!("step {}/{total}: {}", i + 1, step.text);
             if i < resume && !matches!(step.action, Action::Start { .. }) {
-                self.fence().step(db, i, StepStatus::Cached, None, None).await?;
-                self.log.system(Some(i), &format!("{head} (cached)")).await?;
+                self.fence()
+                    .step(db, i, StepStatus::Cached, None, None)
+                    .await?;
+                self.log
+                    .system(Some(i), &format!("{head} (cached)"))
+                    .await?;
                 continue;
             }
             if matches!(step.action, Action::Env) && all_cached {
-                self.fence().step(db, i, StepStatus::Cached, None, None).await?;
-                self.log.system(Some(i), &format!("{head} (cached)")).await?;
+                self.fence()
+                    .step(db, i, StepStatus::Cached, None, None)
+                    .await?;
+                self.log
+                    .system(Some(i), &format!("{head} (cached)"))
+                    .await?;
                 continue;
             }
             if matches!(step.action, Action::Healthcheck) {
@@ -370,7 +392,9 @@ impl Job {
             if !matches!(step.action, Action::Start { .. }) {
                 all_cached = false;
             }
-            self.fence().step(db, i, StepStatus::Running, None, None).await?;
+            self.fence()
+                .step(db, i, StepStatus::Running, None, None)
+                .await?;
             self.log.system(Some(i), &head).await?;
             let ran = capsule
                 .step(&self.log, i, &step.action, &step.ctx, &archive, COPY_CAP)
@@ -382,7 +406,9 @@ impl Job {
             if step.makes_layer() {
                 self.store_layer(&capsule, step).await?;
             }
-            self.fence().step(db, i, StepStatus::Done, None, None).await?;
+            self.fence()
+                .step(db, i, StepStatus::Done, None, None)
+                .await?;
         }
         self.made.check()?;
         self.healthcheck(&capsule, &plan).await?;
@@ -407,7 +433,11 @@ impl Job {
 
     /// The build capsule, from the deepest layer available (else the
     /// base), and the index of the first step it does not cover.
-    async fn make_capsule(&self, base: &TemplateRow, plan: &Plan) -> Result<(Capsule, usize), Stop> {
+    async fn make_capsule(
+        &self,
+        base: &TemplateRow,
+        plan: &Plan,
+    ) -> Result<(Capsule, usize), Stop> {
         let db = &self.app.db;
         let keys: Vec<String> = plan
             .steps
@@ -448,14 +478,17 @@ impl Job {
                 Err(other) => return Err(other),
             }
         }
-        let capsule = self
-            .launch(base, &base.agent_name, base.pinned())
-            .await?;
+        let capsule = self.launch(base, &base.agent_name, base.pinned()).await?;
         Ok((capsule, 0))
     }
 
     /// Makes a build capsule of `agent_template`.
-    async fn launch(&self, base: &TemplateRow, agent_template: &str, pinned: bool) -> Result<Capsule, Stop> {
+    async fn launch(
+        &self,
+        base: &TemplateRow,
+        agent_template: &str,
+        pinned: bool,
+    ) -> Result<Capsule, Stop> {
         let row = &self.row;
         let size = |req: Option<i32>, tpl: Option<i32>, dflt: u32| {
             req.or(tpl)
@@ -547,23 +580,40 @@ impl Job {
             return Ok(());
         };
         for &i in earlier {
-            self.fence().step(db, i, StepStatus::Done, None, None).await?;
+            self.fence()
+                .step(db, i, StepStatus::Done, None, None)
+                .await?;
             self.log
-                .system(Some(i), &format!("superseded by the HEALTHCHECK on line {}", plan.steps[last].line))
+                .system(
+                    Some(i),
+                    &format!(
+                        "superseded by the HEALTHCHECK on line {}",
+                        plan.steps[last].line
+                    ),
+                )
                 .await?;
         }
-        self.fence().step(db, last, StepStatus::Running, None, None).await?;
+        self.fence()
+            .step(db, last, StepStatus::Running, None, None)
+            .await?;
         self.log
             .system(
                 Some(last),
-                &format!("step {}/{}: {}", last + 1, plan.steps.len(), plan.steps[last].text),
+                &format!(
+                    "step {}/{}: {}",
+                    last + 1,
+                    plan.steps.len(),
+                    plan.steps[last].text
+                ),
             )
             .await?;
         if let Err(e) = capsule.health(&self.log, last, health).await {
             self.made.check()?;
             return Err(self.step_failed(last, &plan.steps[last].text, e).await);
         }
-        self.fence().step(db, last, StepStatus::Done, None, None).await?;
+        self.fence()
+            .step(db, last, StepStatus::Done, None, None)
+            .await?;
         Ok(())
     }
 
@@ -583,7 +633,10 @@ impl Job {
             workdir: o.workdir.clone().unwrap_or_default(),
             start_cmd: o.start_cmd.clone().unwrap_or_default(),
             vcpus: row.vcpus.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
-            memory_mb: row.memory_mb.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+            memory_mb: row
+                .memory_mb
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
         };
         self.log
             .system(None, &format!("saving template '{}'", row.name))
@@ -630,7 +683,13 @@ impl Job {
         let mut tx = db.begin().await?;
         let tpl = templates::put_team_template(&mut tx, &new, previous.as_ref()).await?;
         self.fence()
-            .finish(&mut tx, BuildStatus::Succeeded, None, Some(&tpl.id), StepStatus::Done)
+            .finish(
+                &mut tx,
+                BuildStatus::Succeeded,
+                None,
+                Some(&tpl.id),
+                StepStatus::Done,
+            )
             .await?;
         tx.commit().await?;
         // The template is the team's now.
@@ -642,7 +701,8 @@ impl Job {
         if let Some(prev) = previous.filter(|p| p.agent_name != tpl.agent_name) {
             snapshots::forget_agent_template(&self.app, &prev.agent_name).await;
         }
-        if let Err(e) = cache::evict(&self.app, &row.team_id, self.app.cfg.build_cache_layers).await {
+        if let Err(e) = cache::evict(&self.app, &row.team_id, self.app.cfg.build_cache_layers).await
+        {
             tracing::warn!(error = %e, "evicting build layers failed");
         }
         self.publish("template.build.create", "success").await;
@@ -678,7 +738,12 @@ pub fn base_of(tpl: &TemplateRow) -> Base {
 
 /// Parses and plans `row`'s recipe (already checked at submission; a
 /// failure here means the base changed under it).
-fn make_plan(app: &AppState, row: &BuildRow, base_tpl: &TemplateRow, archive: &[u8]) -> Result<Plan, Stop> {
+fn make_plan(
+    app: &AppState,
+    row: &BuildRow,
+    base_tpl: &TemplateRow,
+    archive: &[u8],
+) -> Result<Plan, Stop> {
     let base = base_of(base_tpl);
     let recipe = recipe::parse_with_env(&row.recipe, &base.env)
         .map_err(|e| Stop::Failed(format!("recipe: {e}")))?;

@@ -377,7 +377,8 @@ pub enum FenceError {
     Db(#[from] sqlx::Error),
 }
 
-const HELD: &str = "EXISTS (SELECT 1 FROM builds WHERE id = $1 AND attempts = $2 AND status = 'running')";
+const HELD: &str =
+    "EXISTS (SELECT 1 FROM builds WHERE id = $1 AND attempts = $2 AND status = 'running')";
 
 fn held(affected: u64) -> Result<(), FenceError> {
     if affected == 0 {

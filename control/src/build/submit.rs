@@ -74,18 +74,19 @@ pub async fn submit(
     let base_tpl = templates::resolve(&app.db, team_id, &base_name)
         .await
         .map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound(format!("base template '{base_name}' not found")),
+            ApiError::NotFound(_) => {
+                ApiError::NotFound(format!("base template '{base_name}' not found"))
+            }
             other => other,
         })?;
     templates::claim_name(&app.db, team_id, &req.name, req.overwrite).await?;
 
     let base = base_of(&base_tpl);
-    let parsed = recipe::parse_with_env(&req.recipe, &base.env).map_err(|e| {
-        ApiError::InvalidRecipe {
+    let parsed =
+        recipe::parse_with_env(&req.recipe, &base.env).map_err(|e| ApiError::InvalidRecipe {
             message: format!("recipe: {e}"),
             errors: e.errors,
-        }
-    })?;
+        })?;
     if parsed.steps.is_empty() {
         return Err(ApiError::invalid("the recipe has no steps"));
     }

@@ -128,10 +128,7 @@ async fn follow(api: &Api, id: &str) -> anyhow::Result<Value> {
     let mut failures = 0;
     let mut stdout = std::io::stdout();
     loop {
-        let mut req = api.request(
-            reqwest::Method::GET,
-            &format!("/v1/admin/builds/{id}/logs"),
-        );
+        let mut req = api.request(reqwest::Method::GET, &format!("/v1/admin/builds/{id}/logs"));
         if let Some(l) = &last {
             req = req.header("Last-Event-ID", l);
         }
@@ -192,7 +189,11 @@ pub async fn run(api: &Api, args: BuildArgs) -> anyhow::Result<i32> {
     match end["status"].as_str() {
         Some("succeeded") => {
             let view = api
-                .call(reqwest::Method::GET, &format!("/v1/admin/builds/{id}"), None)
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/admin/builds/{id}"),
+                    None,
+                )
                 .await?;
             let steps = view["steps"].as_array().map_or(0, Vec::len);
             eprintln!(
@@ -241,14 +242,24 @@ mod tests {
             id: None,
             data: json!({ "stream": stream, "text": text }).to_string(),
         };
-        assert!(show(&log("system", "step 1/2: RUN x\n"), &mut out).unwrap().is_none());
+        assert!(
+            show(&log("system", "step 1/2: RUN x\n"), &mut out)
+                .unwrap()
+                .is_none()
+        );
         assert!(show(&log("stdout", "hello\n"), &mut out).unwrap().is_none());
         let end = SseEvent {
             event: "end".into(),
             id: None,
             data: json!({ "status": "succeeded" }).to_string(),
         };
-        assert_eq!(show(&end, &mut out).unwrap().unwrap()["status"], "succeeded");
-        assert_eq!(String::from_utf8(out).unwrap(), "==> step 1/2: RUN x\nhello\n");
+        assert_eq!(
+            show(&end, &mut out).unwrap().unwrap()["status"],
+            "succeeded"
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "==> step 1/2: RUN x\nhello\n"
+        );
     }
 }

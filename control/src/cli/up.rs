@@ -47,6 +47,12 @@ pub struct UpArgs {
     /// The first administrator's email.
     #[arg(long, default_value = "admin@warren.local")]
     pub admin_email: String,
+    /// Template used when a create names none. A built-in one (`minimal`:
+    /// Debian, about a minute to build the first time; `tiny`) is built
+    /// before the agent starts; `minimal` falls back to `tiny` if it cannot
+    /// be built here.
+    #[arg(long, env = "WARREN_DEFAULT_TEMPLATE", default_value = "minimal")]
+    pub default_template: String,
 }
 
 /// The local host's registration, kept across runs.
@@ -132,12 +138,62 @@ fn agent_command(
     c
 }
 
-fn control_command(dir: &Path, db_url: &str, listen: SocketAddr) -> Command {
+fn control_command(dir: &Path, db_url: &str, listen: SocketAddr, template: &str) -> Command {
     let mut c = Command::new(sibling("warren-control"));
     c.env("DATABASE_URL", db_url)
         .env("WARREN_LISTEN", listen.to_string())
-        .env("WARREN_DIR", dir);
+        .env("WARREN_DIR", dir)
+        .env("WARREN_DEFAULT_TEMPLATE", template);
     c
+}
+
+/// Builds the default template if it is a built-in one not built yet
+/// (`warren-agent template build`, output in `logs/template.log`), and
+/// returns the template creates get by default: `tiny` when `minimal`
+/// cannot be built here (no debootstrap, no apt mirror), said on stderr.
+async fn default_template(dir: &Path, agent_bin: &Path, wanted: &str) -> anyhow::Result<String> {
+    if !matches!(wanted, "minimal" | "tiny") {
+        // A template of the operator's own: the agent checks it on create.
+        return Ok(wanted.to_owned());
+    }
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log_path = logs.join("template.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let p = Progress::start(&format!(
+        "preparing the `{wanted}` template (the first time `minimal` takes about a minute)"
+    ));
+    let status = Command::new(agent_bin)
+        .arg("template")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["build", wanted])
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .stdin(Stdio::null())
+        .status()
+        .await;
+    match status {
+        Ok(s) if s.success() => {
+            p.done("ready");
+            Ok(wanted.to_owned())
+        }
+        Ok(s) if wanted != "tiny" => {
+            p.done(&format!(
+                "failed ({s}; see {}); creates default to `tiny`",
+                log_path.display()
+            ));
+            Ok("tiny".to_owned())
+        }
+        Ok(s) => bail!("building `tiny` failed ({s}); see {}", log_path.display()),
+        Err(e) => {
+            p.done(&format!("skipped ({e}: {})", agent_bin.display()));
+            Ok(wanted.to_owned())
+        }
+    }
 }
 
 /// Starts `cmd` with output appended to `logs/<name>.log`.
@@ -432,14 +488,24 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let url = format!("http://{}", args.listen);
     let creds = first_run(dir, &db_url, &url, &args.admin_email).await?;
 
-    let p = Progress::start("starting the control plane");
-    let mut control = spawn(dir, "control", control_command(dir, &db_url, args.listen))?;
-    wait_healthy(&url, 60).await?;
-    p.done("listening");
     let agent_bin = args
         .agent_bin
         .clone()
         .unwrap_or_else(|| sibling("warren-agent"));
+    let template = if args.no_agent {
+        args.default_template.clone()
+    } else {
+        default_template(dir, &agent_bin, &args.default_template).await?
+    };
+
+    let p = Progress::start("starting the control plane");
+    let mut control = spawn(
+        dir,
+        "control",
+        control_command(dir, &db_url, args.listen, &template),
+    )?;
+    wait_healthy(&url, 60).await?;
+    p.done("listening");
     let host = if args.no_agent {
         None
     } else {
@@ -481,7 +547,11 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         }
         if let Some(st) = control.try_wait()? {
             eprintln!("warren-control exited ({st}); restarting");
-            control = spawn(dir, "control", control_command(dir, &db_url, args.listen))?;
+            control = spawn(
+                dir,
+                "control",
+                control_command(dir, &db_url, args.listen, &template),
+            )?;
         }
         if let (Some(a), Some(host)) = (agent.as_mut(), &host) {
             if let Some(st) = a.try_wait()? {

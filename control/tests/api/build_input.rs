@@ -127,7 +127,11 @@ async fn build_requests_are_checked_before_anything_is_stored() {
         .iter()
         .map(|e| (e["line"].as_u64().unwrap(), e["column"].as_u64().unwrap()))
         .collect();
-    assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), [2, 3, 4], "{v}");
+    assert_eq!(
+        errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [2, 3, 4],
+        "{v}"
+    );
     assert_eq!(errors[0], (2, 1), "{v}");
     assert!(
         v["error"]["message"]
@@ -137,8 +141,11 @@ async fn build_requests_are_checked_before_anything_is_stored() {
         "{v}"
     );
     assert_error(
-        &k.post("/v1/admin/builds", json!({ "name": "e", "recipe": "# nothing\n" }))
-            .await,
+        &k.post(
+            "/v1/admin/builds",
+            json!({ "name": "e", "recipe": "# nothing\n" }),
+        )
+        .await,
         400,
         "invalid_request",
     );
@@ -158,11 +165,13 @@ async fn build_requests_are_checked_before_anything_is_stored() {
             "\"d/x\" refused",
             tar_of(&[Entry::Symlink("d", "sub"), Entry::File("d/x", b"x")]),
         ),
-        ("\"/etc/passwd\" refused", tar_of(&[Entry::File("/etc/passwd", b"x")])),
+        (
+            "\"/etc/passwd\" refused",
+            tar_of(&[Entry::File("/etc/passwd", b"x")]),
+        ),
         ("not a tar", b"just some text".to_vec()),
     ] {
-        let (st, v) =
-            submit_multipart(&k, &[("name", "arch"), ("recipe", recipe)], archive).await;
+        let (st, v) = submit_multipart(&k, &[("name", "arch"), ("recipe", recipe)], archive).await;
         assert_error(&(st, v.clone()), 400, "invalid_request");
         assert!(
             v["error"]["message"].as_str().unwrap().contains(expect),
@@ -177,7 +186,10 @@ async fn build_requests_are_checked_before_anything_is_stored() {
     let zipped = z.finish().unwrap().into_inner();
     let (st, v) = submit_multipart(&k, &[("name", "z"), ("recipe", recipe)], zipped).await;
     assert_error(&(st, v.clone()), 400, "invalid_request");
-    assert!(v["error"]["message"].as_str().unwrap().contains("refused"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("refused"),
+        "{v}"
+    );
 
     // COPY sources must be in the archive; COPY needs one.
     let (st, v) = submit_multipart(
@@ -187,10 +199,16 @@ async fn build_requests_are_checked_before_anything_is_stored() {
     )
     .await;
     assert_error(&(st, v.clone()), 400, "invalid_request");
-    assert!(v["error"]["message"].as_str().unwrap().contains("line 2"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("line 2"),
+        "{v}"
+    );
     assert_error(
-        &k.post("/v1/admin/builds", json!({ "name": "n", "recipe": "COPY a /b" }))
-            .await,
+        &k.post(
+            "/v1/admin/builds",
+            json!({ "name": "n", "recipe": "COPY a /b" }),
+        )
+        .await,
         400,
         "invalid_request",
     );
@@ -205,20 +223,29 @@ async fn build_requests_are_checked_before_anything_is_stored() {
 
     // Unknown base, bad names and sizes, name clashes.
     assert_error(
-        &k.post("/v1/admin/builds", json!({ "name": "x", "base": "nope", "recipe": "RUN true" }))
-            .await,
+        &k.post(
+            "/v1/admin/builds",
+            json!({ "name": "x", "base": "nope", "recipe": "RUN true" }),
+        )
+        .await,
         404,
         "not_found",
     );
     assert_error(
-        &k.post("/v1/admin/builds", json!({ "name": "bad name!", "recipe": "RUN true" }))
-            .await,
+        &k.post(
+            "/v1/admin/builds",
+            json!({ "name": "bad name!", "recipe": "RUN true" }),
+        )
+        .await,
         400,
         "invalid_request",
     );
     assert_error(
-        &k.post("/v1/admin/builds", json!({ "name": "x", "recipe": "RUN true", "vcpus": 0 }))
-            .await,
+        &k.post(
+            "/v1/admin/builds",
+            json!({ "name": "x", "recipe": "RUN true", "vcpus": 0 }),
+        )
+        .await,
         400,
         "invalid_request",
     );
@@ -229,8 +256,11 @@ async fn build_requests_are_checked_before_anything_is_stored() {
         "invalid_request",
     );
     assert_error(
-        &k.post("/v1/admin/builds", json!({ "name": "tiny", "recipe": "RUN true" }))
-            .await,
+        &k.post(
+            "/v1/admin/builds",
+            json!({ "name": "tiny", "recipe": "RUN true" }),
+        )
+        .await,
         409,
         "conflict",
     );
@@ -253,8 +283,11 @@ async fn build_requests_are_checked_before_anything_is_stored() {
     let id = b["id"].as_str().unwrap().to_string();
     // The same name while it is open: 409.
     assert_error(
-        &k.post("/v1/admin/builds", json!({ "name": "good", "recipe": "RUN true" }))
-            .await,
+        &k.post(
+            "/v1/admin/builds",
+            json!({ "name": "good", "recipe": "RUN true" }),
+        )
+        .await,
         409,
         "conflict",
     );
@@ -262,7 +295,11 @@ async fn build_requests_are_checked_before_anything_is_stored() {
     // Another team sees none of it.
     let other = signup(&http, "other@example.com").await;
     let ok = http.with(&api_key(&http, &other).await);
-    assert_error(&ok.get(&format!("/v1/admin/builds/{id}")).await, 404, "not_found");
+    assert_error(
+        &ok.get(&format!("/v1/admin/builds/{id}")).await,
+        404,
+        "not_found",
+    );
     assert_eq!(ok.get("/v1/admin/builds").await.1, json!([]));
     let (_, mine) = k.get("/v1/admin/builds").await;
     assert_eq!(mine.as_array().unwrap().len(), 1);
@@ -287,7 +324,11 @@ async fn build_requests_are_checked_before_anything_is_stored() {
         "invalid_state",
     );
     let events = log_events(&k, &id).await;
-    assert_eq!(events.last().unwrap().1["status"], "cancelled", "{events:?}");
+    assert_eq!(
+        events.last().unwrap().1["status"],
+        "cancelled",
+        "{events:?}"
+    );
     assert_eq!(
         count(&c.app, "SELECT count(*) FROM build_archives").await,
         0

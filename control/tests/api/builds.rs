@@ -18,7 +18,11 @@ pub async fn wait_build(k: &Client, id: &str, secs: u64) -> Value {
     eventually(secs, || async {
         let (st, v) = k.get(&format!("/v1/admin/builds/{id}")).await;
         assert_eq!(st, 200, "{v}");
-        matches!(v["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(v)
+        matches!(
+            v["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+        .then_some(v)
     })
     .await
 }
@@ -140,7 +144,14 @@ async fn recipe_with_every_instruction_builds_on_tiny_and_caches_with_real_agent
     assert_eq!(b["status"], "succeeded", "{b}\n{}", agent.log());
     eprintln!("TIMING first build of the test recipe on tiny: {took:?}");
     let all_done: Vec<(String, String)> = [
-        "ENV", "USER", "WORKDIR", "COPY", "COPY", "RUN", "START", "HEALTHCHECK",
+        "ENV",
+        "USER",
+        "WORKDIR",
+        "COPY",
+        "COPY",
+        "RUN",
+        "START",
+        "HEALTHCHECK",
     ]
     .iter()
     .map(|i| (i.to_string(), "done".to_string()))
@@ -149,7 +160,10 @@ async fn recipe_with_every_instruction_builds_on_tiny_and_caches_with_real_agent
     assert_eq!(runs(&b), [1, 1, 1, 1, 1, 1, 1, 1]);
     let events = log_events(&k, b["id"].as_str().unwrap()).await;
     let text = log_text(&events);
-    assert!(text.contains("hello there from builder in /srv/app"), "{text}");
+    assert!(
+        text.contains("hello there from builder in /srv/app"),
+        "{text}"
+    );
     assert!(text.contains("created user builder"), "{text}");
     assert!(text.contains("healthy"), "{text}");
 
@@ -238,7 +252,9 @@ async fn recipe_with_every_instruction_builds_on_tiny_and_caches_with_real_agent
     let st: Vec<String> = statuses(&b3).into_iter().map(|(_, s)| s).collect();
     assert_eq!(
         st,
-        ["cached", "cached", "cached", "cached", "done", "done", "done", "done"],
+        [
+            "cached", "cached", "cached", "cached", "done", "done", "done", "done"
+        ],
         "{b3}"
     );
     assert_eq!(runs(&b3), [0, 0, 0, 0, 1, 1, 1, 1]);
@@ -265,7 +281,10 @@ async fn recipe_with_every_instruction_builds_on_tiny_and_caches_with_real_agent
     .await
     .unwrap();
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| held.contains(r)), "{rows:?} in {held:?}");
+    assert!(
+        rows.iter().all(|r| held.contains(r)),
+        "{rows:?} in {held:?}"
+    );
 
     // `template rm` (DELETE /v1/snapshots) removes it everywhere.
     let agent_name = |name: &'static str| {
@@ -301,7 +320,10 @@ async fn a_failed_build_leaves_no_template_with_real_agent() {
     let b = wait_build(&k, b["id"].as_str().unwrap(), 120).await;
     assert_eq!(b["status"], "failed", "{b}");
     let error = b["error"].as_str().unwrap();
-    assert!(error.contains("step 2") && error.contains("exited with code 3"), "{error}");
+    assert!(
+        error.contains("step 2") && error.contains("exited with code 3"),
+        "{error}"
+    );
     let st: Vec<String> = statuses(&b).into_iter().map(|(_, s)| s).collect();
     assert_eq!(st, ["done", "failed", "skipped"]);
     let text = log_text(&log_events(&k, b["id"].as_str().unwrap()).await);
@@ -309,7 +331,11 @@ async fn a_failed_build_leaves_no_template_with_real_agent() {
     // No template; the build capsule is gone; only the layer of the step
     // that worked stays (the fix re-runs from the failed step).
     assert_eq!(
-        count(&c.app, "SELECT count(*) FROM templates WHERE name = 'broken'").await,
+        count(
+            &c.app,
+            "SELECT count(*) FROM templates WHERE name = 'broken'"
+        )
+        .await,
         0
     );
     assert!(agent.capsules().await.is_empty());
@@ -355,12 +381,11 @@ async fn cancel_mid_build_leaves_nothing_behind_with_real_agent() {
         (v["steps"][1]["status"] == "running").then_some(())
     })
     .await;
-    let capsule_id: String =
-        sqlx::query_scalar("SELECT capsule_id FROM builds WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&c.app.db)
-            .await
-            .unwrap();
+    let capsule_id: String = sqlx::query_scalar("SELECT capsule_id FROM builds WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&c.app.db)
+        .await
+        .unwrap();
     assert!(agent.capsules().await.contains(&capsule_id));
     // A log stream opened now follows the build live to its end.
     let live = tokio::spawn({
@@ -374,7 +399,10 @@ async fn cancel_mid_build_leaves_nothing_behind_with_real_agent() {
         .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["status"], "cancelled");
-    assert!(started.elapsed() < Duration::from_secs(60), "the step was stopped, not awaited");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the step was stopped, not awaited"
+    );
     let st: Vec<String> = statuses(&v).into_iter().map(|(_, s)| s).collect();
     assert_eq!(st, ["done", "cancelled", "cancelled"], "{v}");
     // Nothing left: no template row, no build capsule, no agent template
@@ -418,11 +446,20 @@ async fn snapshot_of_a_capsule_becomes_a_template_with_real_agent() {
     let k = c.client().with(&key);
     let src = capsule(&k, "tiny").await;
     assert_eq!(
-        sh(&k, &src, "mkdir -p /home/user/work && echo kept > /home/user/work/f.txt").await.1,
+        sh(
+            &k,
+            &src,
+            "mkdir -p /home/user/work && echo kept > /home/user/work/f.txt"
+        )
+        .await
+        .1,
         0
     );
     let (st, t) = k
-        .post("/v1/snapshots", json!({ "sandbox_id": src, "name": "snap-test" }))
+        .post(
+            "/v1/snapshots",
+            json!({ "sandbox_id": src, "name": "snap-test" }),
+        )
         .await;
     assert_eq!(st, 201, "{t}");
     assert_eq!(t["name"], "snap-test");
@@ -431,8 +468,11 @@ async fn snapshot_of_a_capsule_becomes_a_template_with_real_agent() {
     assert_eq!(sh(&k, &src, "cat /home/user/work/f.txt").await.0, "kept\n");
     // A clash without overwrite: 409; with it: replaced.
     assert_error(
-        &k.post("/v1/snapshots", json!({ "sandbox_id": src, "name": "snap-test" }))
-            .await,
+        &k.post(
+            "/v1/snapshots",
+            json!({ "sandbox_id": src, "name": "snap-test" }),
+        )
+        .await,
         409,
         "conflict",
     );
@@ -449,7 +489,13 @@ async fn snapshot_of_a_capsule_becomes_a_template_with_real_agent() {
     // A new capsule from it has the files, and the template's defaults.
     let copy = capsule(&k, "snap-test").await;
     assert_eq!(
-        sh(&k, &copy, "cat /home/user/work/f.txt /home/user/work/g.txt; whoami").await.0,
+        sh(
+            &k,
+            &copy,
+            "cat /home/user/work/f.txt /home/user/work/g.txt; whoami"
+        )
+        .await
+        .0,
         "kept\nv2\nuser\n"
     );
     let agent_name: String =
@@ -464,7 +510,8 @@ async fn snapshot_of_a_capsule_becomes_a_template_with_real_agent() {
     assert!(!agent.templates().await.contains(&agent_name));
     assert_error(&k.delete("/v1/snapshots/snap-test").await, 404, "not_found");
     assert_error(
-        &k.post("/v1/capsules", json!({ "template": "snap-test" })).await,
+        &k.post("/v1/capsules", json!({ "template": "snap-test" }))
+            .await,
         404,
         "not_found",
     );
@@ -506,7 +553,10 @@ async fn two_replicas_never_run_the_same_build_with_real_agent() {
         .fetch_all(&a.app.db)
         .await
         .unwrap();
-    eprintln!("builds were run by {} worker(s): {workers:?}", workers.len());
+    eprintln!(
+        "builds were run by {} worker(s): {workers:?}",
+        workers.len()
+    );
     b.stop().await;
     a.stop().await;
 }
@@ -525,7 +575,9 @@ impl Drop for ControlProcess {
 async fn a_build_whose_worker_dies_is_taken_over_with_real_agent() {
     require_real_agent!("a_build_whose_worker_dies_is_taken_over_with_real_agent");
     let Some(control_bin) = binary("warren-control") else {
-        eprintln!("SKIP a_build_whose_worker_dies_is_taken_over_with_real_agent: warren-control is not built");
+        eprintln!(
+            "SKIP a_build_whose_worker_dies_is_taken_over_with_real_agent: warren-control is not built"
+        );
         return;
     };
     // This replica serves the API; its workers are off.
@@ -587,7 +639,10 @@ async fn a_build_whose_worker_dies_is_taken_over_with_real_agent() {
         .unwrap();
     assert_eq!(status, "stopped");
     // The heir's own build capsule goes right after the build settles.
-    eventually(30, || async { agent.capsules().await.is_empty().then_some(()) }).await;
+    eventually(30, || async {
+        agent.capsules().await.is_empty().then_some(())
+    })
+    .await;
     let copy = capsule(&k, "survivor").await;
     assert_eq!(sh(&k, &copy, "cat /one /two").await.0, "one\ntwo\n");
     heir.stop().await;

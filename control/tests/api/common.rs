@@ -58,6 +58,8 @@ pub fn config(db: &str) -> ControlConfig {
     let mut cfg = ControlConfig::for_database(db);
     cfg.no_background = true;
     cfg.agent_timeout_secs = 5;
+    // Seconds to start, rather than `minimal`'s first-time build.
+    cfg.default_template = "tiny".into();
     cfg
 }
 

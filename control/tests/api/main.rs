@@ -1,5 +1,6 @@
 //! Integration tests of warren-control against a real throwaway Postgres.
 //! One test binary (one cluster); each test gets its own database.
+#![allow(clippy::unwrap_used)] // tests: failing loudly is the point
 
 mod common;
 mod real_agent;

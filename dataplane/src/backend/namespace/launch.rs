@@ -10,7 +10,8 @@
 //! system ([`super::rootfs`]), sets the hostname, pivots into the new root,
 //! then unshares a user namespace. The agent writes its uid/gid maps (capsule
 //! 0.. → [`IdMap`] range); init becomes root of that namespace, opens its log,
-//! installs the seccomp filters (which set no-new-privileges) and execs the
+//! installs the seccomp filters (without no-new-privileges: see
+//! [`super::seccomp`]) and execs the
 //! init command. Because the capsule's user namespace is made last, capsule
 //! root has no capability over the mount, PID, UTS, IPC or network namespace
 //! it lives in.
@@ -405,14 +406,8 @@ fn init(
         fail(report, Step::CloseFds as u32, Errno::last());
     }
     for filter in &plan.filters {
-        if let Err(seccompiler::Error::Seccomp(e) | seccompiler::Error::Prctl(e)) =
-            seccompiler::apply_filter(filter)
-        {
-            fail(
-                report,
-                Step::Seccomp as u32,
-                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-            );
+        if let Err(e) = super::seccomp::install(filter) {
+            fail(report, Step::Seccomp as u32, e);
         }
     }
     // SAFETY: argv and envp are null-terminated arrays of pointers to

@@ -1,8 +1,9 @@
 //! The capsule's file system view, as a list of steps the capsule's init
 //! runs (as host root, inside its fresh mount namespace) before it pivots
 //! into the new root: the private ext4 disk, the overlay over the template,
-//! `/proc`, a read-only `/sys`, a minimal `/dev` with its own devpts, `/tmp`,
-//! and the host's envd bound read-only.
+//! `/proc`, a read-only `/sys`, a minimal `/dev` with its own devpts and
+//! `/dev/shm`, and the host's envd bound read-only. `/tmp` is the disk's, as
+//! on a microVM: what users leave there is part of pauses and snapshots.
 //!
 //! Everything is prepared as C strings before the fork, so the child runs the
 //! list without allocating.
@@ -155,11 +156,12 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
             mode: 0o700,
             owner: 0,
         },
+        // Setuid programs (sudo) work: they reach only the capsule's root.
         mount(
             Some(cs("overlay")?),
             c(p.new_root)?,
             Some("overlay"),
-            nosuid_nodev,
+            MsFlags::MS_NODEV,
             Some(format!(
                 "lowerdir={},upperdir={},workdir={}",
                 p.lower.display(),
@@ -262,13 +264,6 @@ pub fn plan(p: &Params<'_>) -> Result<Vec<Op>, NulError> {
         r("dev/shm")?,
         Some("tmpfs"),
         noexec,
-        tmpfs_opts("1777"),
-    )?);
-    ops.push(mount(
-        Some(cs("tmpfs")?),
-        r("tmp")?,
-        Some("tmpfs"),
-        nosuid_nodev,
         tmpfs_opts("1777"),
     )?);
 

@@ -1,5 +1,10 @@
-//! The seccomp filter every capsule process runs under (with
-//! no-new-privileges, which installing a filter also sets).
+//! The seccomp filter every capsule process runs under.
+//!
+//! It is installed by capsule init, root of its own user namespace, which
+//! the kernel lets load a filter without no-new-privileges ([`install`]):
+//! setuid programs such as `sudo` then work inside the capsule, and can
+//! only ever reach the capsule's own root (which envd's API grants anyway),
+//! still under the filter, which no process can shed.
 //!
 //! Capsules run as root of their own user namespace; the namespaces and
 //! mounts they live in are owned by the host, so most host-affecting calls
@@ -32,6 +37,34 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
+
+/// Installs `filter` on the calling thread without setting
+/// no-new-privileges. The caller must hold `CAP_SYS_ADMIN` in its user
+/// namespace (capsule init does). Async-signal-safe: one raw syscall, so
+/// it may run in a freshly forked child.
+pub fn install(filter: &BpfProgram) -> Result<(), nix::errno::Errno> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).map_err(|_| nix::errno::Errno::E2BIG)?,
+        // seccompiler's `sock_filter` is the kernel's layout (repr(C):
+        // code, jt, jf, k), as libc's is.
+        filter: filter.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+    };
+    // SAFETY: `prog` points at `filter`, alive for the call; the kernel
+    // copies the program and never writes through the pointer.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0u32,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(nix::errno::Errno::last())
+    }
+}
 
 /// Syscalls denied outright (see the module docs for why).
 pub const DENIED: &[(&str, libc::c_long)] = &[
