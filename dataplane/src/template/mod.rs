@@ -1069,7 +1069,13 @@ mod tests {
             store.delete("app"),
             Err(TemplateError::NotFound(_))
         ));
-        assert!(store.list().is_empty());
+        // Only `tiny`, which is always on offer.
+        let names: Vec<String> = store
+            .list()
+            .into_iter()
+            .map(|s| s.template.meta.name)
+            .collect();
+        assert_eq!(names, [TINY]);
     }
 
     #[test]
