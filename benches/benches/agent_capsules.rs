@@ -117,6 +117,7 @@ fn main() {
         cgroup_parent: "wbench".into(),
         reap_interval: Duration::from_secs(3600),
         manager: None,
+        control: None,
     };
     let net_config = {
         let mut n = warren_dataplane::netslot::NetConfig::new(data.path().join("net"));

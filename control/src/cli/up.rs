@@ -111,8 +111,8 @@ const AGENT_STDERR: &str = "agent.stderr";
 /// - flags `--data-dir DIR --rpc-listen ADDR --proxy-listen ADDR`;
 /// - env `WARREN_DIR`, `WARREN_AGENT_TOKEN` (the bearer token control
 ///   presents on RPCs and the data plane's relay token), `WARREN_CONTROL_URL`,
-///   `WARREN_HOST_ID`, `WARREN_HOST_TOKEN`, `LOG_LEVEL`. The supervisor
-///   heartbeats for the local agent while its process lives.
+///   `WARREN_HOST_ID`, `WARREN_HOST_TOKEN` (with which the agent sends its
+///   own heartbeats), `LOG_LEVEL`.
 fn agent_command(
     bin: &Path,
     dir: &Path,
@@ -536,7 +536,6 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("ready"), b"")?;
     banner(&creds);
 
-    let http = reqwest::Client::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -562,15 +561,6 @@ async fn run(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
                     agent_command(&agent_bin, dir, args, &url, host),
                 )
                 .ok();
-            } else {
-                // The supervisor vouches for the local agent it watches, so
-                // the host stays online even if the agent does not
-                // heartbeat on its own.
-                let _ = http
-                    .post(format!("{url}/v1/hosts/{}/heartbeat", host.host_id))
-                    .header("X-Host-Token", &host.host_token)
-                    .send()
-                    .await;
             }
         }
     }

@@ -4,6 +4,8 @@
 use serde_json::json;
 
 use crate::common::*;
+use crate::real_agent::RealAgent;
+use crate::require_real_agent;
 
 #[tokio::test]
 async fn registration_heartbeat_and_monitor() {
@@ -203,5 +205,86 @@ async fn byoc_hosts_belong_to_their_team() {
         .map(|i| i["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, vec!["delete", "token", "create"], "{audit}");
+    c.stop().await;
+}
+
+/// `warren-agent --control-url … --registration-token …`: the agent
+/// registers itself once, heartbeats on its own, and after a restart comes
+/// back as the same host from its saved credentials.
+#[tokio::test]
+async fn an_agent_registers_itself_and_heartbeats_with_real_agent() {
+    require_real_agent!("an_agent_registers_itself_and_heartbeats_with_real_agent");
+    let c = Control::on(&fresh_db().await).await;
+    let http = c.client();
+    let admin = signup(&http, "ops@example.com").await;
+    make_admin(&c.app, &admin).await;
+    let a = http.with(&admin.token);
+    let (st, created) = a.post("/v1/hosts", json!({ "type": "regular" })).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["host"]["id"].as_str().unwrap().to_string();
+    let token = created["registration_token"].as_str().unwrap().to_string();
+
+    let mut agent = RealAgent::start_with(&[
+        "--control-url",
+        &c.base,
+        "--registration-token",
+        &token,
+        "--heartbeat-interval",
+        "0.2",
+    ]);
+    let host = |a: Client, id: String| async move {
+        let (st, h) = a.get(&format!("/v1/hosts/{id}")).await;
+        assert_eq!(st, 200, "{h}");
+        h
+    };
+    let first = eventually(30, || async {
+        let h = host(a.clone(), id.clone()).await;
+        (h["status"] == "online" && h["last_heartbeat_at"].is_string()).then_some(h)
+    })
+    .await;
+    // Heartbeats keep coming.
+    let beat = first["last_heartbeat_at"].clone();
+    eventually(30, || async {
+        let h = host(a.clone(), id.clone()).await;
+        (h["last_heartbeat_at"] != beat).then_some(())
+    })
+    .await;
+    // The control plane reaches the agent at the address it registered.
+    crate::lifecycle::sync(&c, &id).await;
+    let h = host(a.clone(), id.clone()).await;
+    assert!(h["memory_mb"].as_i64().unwrap_or(0) > 0, "{h}");
+    let saved = std::fs::read_to_string(agent.dir.path().join("agent/host.json")).unwrap();
+    assert!(saved.contains(&id), "{saved}");
+
+    // Restarted, the agent is the same host (its registration token is
+    // spent: a second registration would be refused).
+    agent.restart();
+    let before: String =
+        sqlx::query_scalar("SELECT last_heartbeat_at::text FROM hosts WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&c.app.db)
+            .await
+            .unwrap();
+    eventually(30, || async {
+        let now: String =
+            sqlx::query_scalar("SELECT last_heartbeat_at::text FROM hosts WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&c.app.db)
+                .await
+                .unwrap();
+        (now != before).then_some(())
+    })
+    .await;
+    assert!(
+        agent.log().contains("using the saved host credentials"),
+        "{}",
+        agent.log()
+    );
+    let hosts: i64 = sqlx::query_scalar("SELECT count(*) FROM hosts WHERE deleted_at IS NULL")
+        .fetch_one(&c.app.db)
+        .await
+        .unwrap();
+    assert_eq!(hosts, 1);
+    drop(agent);
     c.stop().await;
 }

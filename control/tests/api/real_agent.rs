@@ -92,6 +92,8 @@ fn block() -> Block {
 pub struct RealAgent {
     child: Option<Child>,
     args: Vec<String>,
+    /// Flags of `run` only (not of `purge`).
+    run_args: Vec<String>,
     prefix: String,
     pub rpc_addr: SocketAddr,
     pub proxy_addr: SocketAddr,
@@ -101,6 +103,11 @@ pub struct RealAgent {
 
 impl RealAgent {
     pub fn start() -> RealAgent {
+        Self::start_with(&[])
+    }
+
+    /// An agent run with more flags (`run` ones only).
+    pub fn start_with(run_args: &[&str]) -> RealAgent {
         let block = block();
         let dir = tempfile::tempdir().expect("agent dir");
         std::fs::set_permissions(
@@ -145,6 +152,7 @@ impl RealAgent {
         let mut agent = RealAgent {
             child: None,
             args,
+            run_args: run_args.iter().map(|s| s.to_string()).collect(),
             prefix,
             rpc_addr,
             proxy_addr,
@@ -163,6 +171,7 @@ impl RealAgent {
             .expect("agent log");
         let child = Command::new(binary("warren-agent").expect("warren-agent"))
             .args(&self.args)
+            .args(&self.run_args)
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -178,6 +187,15 @@ impl RealAgent {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the agent (SIGKILL) and starts it again with the same flags.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
     }
 
     pub fn log(&self) -> String {

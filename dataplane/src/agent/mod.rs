@@ -1,8 +1,10 @@
 //! `warren-agent run`: wires the host agent together — backend, network
 //! slots, the data-plane proxy, the sandbox manager, the lifecycle RPC and
-//! the idle reaper — and runs it until SIGTERM (capsules keep running; a
+//! the idle reaper, and the link to the control plane (registration,
+//! heartbeats) — and runs it until SIGTERM (capsules keep running; a
 //! restarted agent re-adopts them) or a `Terminate` call.
 
+pub mod control_link;
 pub mod logging;
 pub mod rpc;
 
@@ -72,6 +74,9 @@ pub struct AgentConfig {
     pub cgroup_parent: String,
     pub reap_interval: Duration,
     pub manager: Option<ManagerConfig>,
+    /// The control plane to register with and heartbeat to; without it
+    /// the host is kept online by whoever registered it (`warren up`).
+    pub control: Option<control_link::ControlLink>,
 }
 
 /// Settings of the Firecracker backend.
@@ -130,6 +135,8 @@ pub enum AgentError {
     Proxy(#[from] StartError),
     #[error("sandbox manager: {0}")]
     Manager(#[from] ManagerError),
+    #[error("control plane: {0}")]
+    Control(#[from] control_link::LinkError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -371,6 +378,18 @@ pub async fn run(
         "warren-agent running"
     );
 
+    // Registered (when asked to) only once the RPC serves, so the control
+    // plane's first pull finds it.
+    let heartbeats = match config.control.clone() {
+        Some(link) => {
+            let creds = link
+                .credentials(&config.data_dir, config.token.trim(), &proxy_address)
+                .await?;
+            Some(tokio::spawn(link.heartbeat(creds)))
+        }
+        None => None,
+    };
+
     let reaper_manager = manager.clone();
     let every = config.reap_interval;
     let reaper = tokio::spawn(async move {
@@ -387,6 +406,9 @@ pub async fn run(
         () = terminate.notified() => tracing::info!("terminated by the control plane: every capsule destroyed"),
     }
     reaper.abort();
+    if let Some(h) = heartbeats {
+        h.abort();
+    }
     stop_rpc.notify_one();
     let _ = rpc_task.await;
     let proxy_for_shutdown = proxy.clone();

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use warren_dataplane::agent::{
     self, AgentConfig, BackendChoice, MicroVmConfig,
+    control_link::{ControlLink, HostAuth},
     logging::{self, LogFile},
 };
 use warren_dataplane::backend::Resources;
@@ -167,6 +168,38 @@ struct RunArgs {
     /// Seconds between idle-reaper passes.
     #[arg(long, env = "WARREN_REAP_INTERVAL", default_value_t = 1.0)]
     reap_interval: f64,
+    /// The control plane (`http://host:port`) to register with and send
+    /// heartbeats to. Needs --host-id and --host-token, or
+    /// --registration-token.
+    #[arg(long, env = "WARREN_CONTROL_URL")]
+    control_url: Option<String>,
+    /// This host's id at the control plane (already registered).
+    #[arg(long, env = "WARREN_HOST_ID", requires = "host_token")]
+    host_id: Option<String>,
+    /// This host's heartbeat token (already registered).
+    #[arg(
+        long,
+        env = "WARREN_HOST_TOKEN",
+        hide_env_values = true,
+        requires = "host_id"
+    )]
+    host_token: Option<String>,
+    /// One-time registration token from `POST /v1/hosts` (used once; the
+    /// host's credentials are then kept in <data-dir>/agent/host.json).
+    #[arg(
+        long,
+        env = "WARREN_REGISTRATION_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "host_id"
+    )]
+    registration_token: Option<String>,
+    /// The RPC address the control plane should use for this host
+    /// (default: --rpc-listen, loopback when that is unspecified).
+    #[arg(long, env = "WARREN_RPC_ADVERTISE")]
+    rpc_advertise: Option<String>,
+    /// Seconds between heartbeats to the control plane.
+    #[arg(long, env = "WARREN_HEARTBEAT_INTERVAL", default_value_t = 10.0)]
+    heartbeat_interval: f64,
     /// Default disk of a capsule whose create request names none: its
     /// private writable layer (namespace backend) or the size its root
     /// drive is grown to (microVMs). E.g. 5G, 2Gi, 1000M, 512Mi (G = 10^9
@@ -254,6 +287,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         default_disk_mb: mb,
         ..ManagerConfig::new(args.data_dir.clone())
     });
+    let control = control_link(&args)?;
     let config = AgentConfig {
         data_dir: args.data_dir,
         rpc_listen: args.rpc_listen,
@@ -280,6 +314,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         cgroup_parent: args.cgroup_parent,
         reap_interval: seconds(args.reap_interval, "reap-interval")?,
         manager,
+        control,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -402,6 +437,48 @@ fn purge(args: RunArgs) -> anyhow::Result<()> {
     runtime.block_on(SlotManager::purge(&net))?;
     tracing::info!(prefix = %net.prefix, table = %net.table, "network state purged");
     Ok(())
+}
+
+/// The control plane link the flags describe, if any.
+fn control_link(args: &RunArgs) -> anyhow::Result<Option<ControlLink>> {
+    let Some(url) = args.control_url.clone() else {
+        anyhow::ensure!(
+            args.host_id.is_none() && args.registration_token.is_none(),
+            "--host-id and --registration-token need --control-url"
+        );
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        url.starts_with("http://"),
+        "--control-url {url}: only http:// is supported (put a TLS terminator on this host for https)"
+    );
+    let host = match (&args.host_id, &args.host_token, &args.registration_token) {
+        (Some(host_id), Some(host_token), _) => HostAuth::Known {
+            host_id: host_id.clone(),
+            host_token: host_token.clone(),
+        },
+        (_, _, Some(token)) => HostAuth::Register {
+            token: token.clone(),
+        },
+        _ => anyhow::bail!(
+            "--control-url needs --host-id with --host-token, or --registration-token"
+        ),
+    };
+    let rpc_advertise = args.rpc_advertise.clone().unwrap_or_else(|| {
+        let addr = args.rpc_listen;
+        if addr.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()).to_string()
+        } else {
+            addr.to_string()
+        }
+    });
+    Ok(Some(ControlLink {
+        url,
+        host,
+        rpc_advertise,
+        heartbeat_every: seconds(args.heartbeat_interval, "heartbeat-interval")?
+            .max(Duration::from_millis(100)),
+    }))
 }
 
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
