@@ -2,7 +2,8 @@
 //! `tiny`): a recipe using every instruction, its defaults in a new
 //! capsule, the layer cache on rebuilds, a changed COPY input, failure,
 //! cancel, two replicas, a worker killed mid-build, and snapshots of
-//! capsules as templates.
+//! capsules as templates; with `WARREN_TEST_MINIMAL=1`, a recipe on
+//! `minimal` too.
 
 use std::time::{Duration, Instant};
 
@@ -648,4 +649,94 @@ async fn a_build_whose_worker_dies_is_taken_over_with_real_agent() {
     heir.stop().await;
     c.stop().await;
     drop(agent);
+}
+
+/// The same instructions on `minimal` (Debian: `useradd`, sudo, python3,
+/// curl). Opt-in like every `minimal` test: the agent builds Debian with
+/// debootstrap from this host's apt mirror first (about a minute).
+#[tokio::test]
+async fn a_recipe_builds_on_minimal_with_real_agent() {
+    require_real_agent!("a_recipe_builds_on_minimal_with_real_agent");
+    if std::env::var("WARREN_TEST_MINIMAL").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIP a_recipe_builds_on_minimal_with_real_agent: set WARREN_TEST_MINIMAL=1 to build `minimal` (debootstrap from this host's apt mirror)"
+        );
+        return;
+    }
+    let (c, agent, _admin, key) = warren_with_real_agent(1).await;
+    let k = c.client().with(&key);
+    // The agent's own command builds it; the next sync offers it.
+    let dir = agent.dir.path().to_owned();
+    let built = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary("warren-agent").expect("warren-agent"))
+            .args(["template", "--data-dir"])
+            .arg(&dir)
+            .args(["build", "minimal"])
+            .output()
+            .expect("warren-agent template build")
+    })
+    .await
+    .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let host: String = sqlx::query_scalar("SELECT id::text FROM hosts")
+        .fetch_one(&c.app.db)
+        .await
+        .unwrap();
+    crate::lifecycle::sync(&c, &host).await;
+
+    let recipe = r#"ENV GREETING=hi
+USER app
+WORKDIR /srv/proj
+COPY main.py ./
+RUN python3 main.py > out.txt && sudo -n true && echo sudo-ok
+START python3 -m http.server 8000 --bind 127.0.0.1
+HEALTHCHECK --interval=1s --retries=30 curl -fsS -o /dev/null http://127.0.0.1:8000/main.py
+"#;
+    let archive = tar_of(&[Entry::File(
+        "main.py",
+        b"import os\nprint(os.environ['GREETING'], 6 * 7)\n",
+    )]);
+    let (st, b) = submit_multipart(
+        &k,
+        &[("name", "py-app"), ("base", "minimal"), ("recipe", recipe)],
+        archive,
+    )
+    .await;
+    assert_eq!(st, 202, "{b}");
+    let b = wait_build(&k, b["id"].as_str().unwrap(), 300).await;
+    let events = log_events(&k, b["id"].as_str().unwrap()).await;
+    assert_eq!(
+        b["status"],
+        "succeeded",
+        "{b}\n{}\n{}",
+        log_text(&events),
+        agent.log()
+    );
+    assert!(stdout_text(&events).contains("sudo-ok"), "{events:?}");
+
+    let id = capsule(&k, "py-app").await;
+    assert_eq!(sh(&k, &id, "whoami").await, ("app\n".into(), 0));
+    assert_eq!(sh(&k, &id, "pwd").await, ("/srv/proj\n".into(), 0));
+    assert_eq!(sh(&k, &id, "cat out.txt").await, ("hi 42\n".into(), 0));
+    assert_eq!(
+        sh(
+            &k,
+            &id,
+            ". /etc/os-release && echo $VERSION_ID; sudo -n id -u"
+        )
+        .await,
+        ("12\n0\n".into(), 0)
+    );
+    let served = eventually(30, || async {
+        let (out, code) = sh(&k, &id, "curl -fsS http://127.0.0.1:8000/main.py").await;
+        (code == 0).then_some(out)
+    })
+    .await;
+    assert!(served.contains("GREETING"), "{served}");
+    assert_eq!(k.delete(&format!("/v1/capsules/{id}")).await.0, 204);
+    c.stop().await;
 }
