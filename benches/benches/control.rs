@@ -1,7 +1,7 @@
 //! Control plane hot paths, end to end over HTTP against a throwaway
 //! Postgres, with a stand-in agent (so the figures are the control plane's
-//! own; the real agent's create latency is `agent_capsules`') and an
-//! in-process envd as the capsule:
+//! own: `agent_capsules` measures the real agent, `scripts/api_latency.py`
+//! the whole path) and an in-process envd as the capsule:
 //! - create → ready latency (p50/p99 printed), beside the bare agent RPC it
 //!   wraps as the floor;
 //! - exec round trip (`POST /exec` of `true`), beside starting the same
