@@ -99,13 +99,17 @@ fn main() {
     let config = AgentConfig {
         data_dir: data.path().to_path_buf(),
         rpc_listen: rpc_addr,
-        proxy_listen: free_addr(),
+        edge: {
+            let mut edge = warren_edge::EdgeConfig::default();
+            edge.relay.listen = free_addr();
+            edge.relay.cores = 1;
+            edge
+        },
+        tls: None,
         admin_listen: free_addr(),
         proxy_advertise: None,
         token: TOKEN.into(),
         backend: BackendChoice::Namespace,
-        cores: Some(1),
-        domain: None,
         envd_bin: envd,
         busybox: "/bin/busybox".into(),
         microvm: Default::default(),

@@ -60,9 +60,10 @@ pub fn strip_port(host: &[u8]) -> &[u8] {
 /// Reads `{port}-{id}.{domain}[:port]`.
 ///
 /// With `domain`, only hosts exactly one label under it (case-insensitive)
-/// are capsule hosts; without, any host whose first label has the shape is
-/// one (the address an SDK composes from the API's own `host:port`).
-/// `Ok(None)`: not a capsule host at all.
+/// are capsule hosts, and a bad port or id under it is an error. Without,
+/// any host whose first label is `{digits}-{id}` is one (the address an SDK
+/// composes from the API's own `host:port`), and every other host is not
+/// (`api-1.example.com` is an API host). `Ok(None)`: not a capsule host.
 pub fn capsule_host<'a>(
     host: &'a [u8],
     domain: Option<&str>,
@@ -94,6 +95,9 @@ pub fn capsule_host<'a>(
         return Ok(None);
     };
     let (port, id) = (&label[..dash], &label[dash + 1..]);
+    if domain.is_none() && !(!port.is_empty() && port.iter().all(u8::is_ascii_digit)) {
+        return Ok(None);
+    }
     let port = parse_port(port).ok_or(HostError::BadPort)?;
     if !valid_capsule_id(id) {
         return Err(HostError::BadId);
@@ -135,7 +139,9 @@ mod tests {
         assert_eq!(parse("api.example.com", None), Ok(None));
         assert_eq!(parse("8000-x.", None), Ok(None));
         assert_eq!(parse("99999-x.a", None), Err(HostError::BadPort));
-        assert_eq!(parse("+80-x.a", None), Err(HostError::BadPort));
+        assert_eq!(parse("+80-x.a", None), Ok(None));
+        assert_eq!(parse("api-1.example.com", None), Ok(None));
+        assert_eq!(parse("80-a.b.example.com", None), Ok(Some((80, "a"))));
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! plane relaying envd calls) are "internal": they skip the traffic token,
 //! may reach every envd route, and get the capsule's envd token injected.
 
-use crate::errors::{ErrorCode, ProxyError};
-use crate::head::Head;
+use warren_proto::addr::ENVD_PORT;
+use warren_relay::head::Head;
+use warren_relay::{ErrorCode, ProxyError};
+
 use crate::table::{Route, Secret};
 use crate::target::{RouteKind, Target};
-use warren_proto::addr::ENVD_PORT;
 
 /// Header carrying the agent's internal token.
 pub const AGENT_TOKEN_HEADER: &str = "x-warren-agent-token";
+/// Header an edge adds when it forwards a request to another host's edge;
+/// that edge then only routes to its own capsules (no forwarding loops).
+pub const HOP_HEADER: &str = "x-warren-hop";
 /// Headers that may carry a private capsule's traffic token.
 pub const TRAFFIC_TOKEN_HEADERS: [&str; 2] = ["x-access-token", "e2b-traffic-access-token"];
 

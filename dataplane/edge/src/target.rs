@@ -4,7 +4,7 @@
 
 use warren_proto::addr::{self, HostError};
 
-use crate::head::Head;
+use warren_relay::head::Head;
 
 /// How a request named its capsule; path routes also rewrite `Location`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,8 @@ fn id_string(id: &[u8]) -> Result<String, RouteError> {
     Ok(String::from_utf8_lossy(id).into_owned())
 }
 
-/// Routes `head`; `domain` enables host routing (`{port}-{id}.{domain}`).
+/// Routes `head`; host routing takes `{port}-{id}.{domain}`, or any
+/// `{port}-{id}.…` host when `domain` is `None`.
 pub fn resolve(head: &Head, domain: Option<&str>) -> Result<Target, RouteError> {
     let path = head.target();
     match (
@@ -82,7 +83,7 @@ pub fn resolve(head: &Head, domain: Option<&str>) -> Result<Target, RouteError> 
         (None, None) => {}
         _ => return Err(RouteError::HalfHeaders),
     }
-    if let (Some(domain), Some(host)) = (domain, head.header("host"))
+    if let Some(host) = head.header("host")
         && let Some(target) = from_host(host, domain, path)?
     {
         return Ok(target);
@@ -90,9 +91,9 @@ pub fn resolve(head: &Head, domain: Option<&str>) -> Result<Target, RouteError> 
     from_path(path)?.ok_or(RouteError::NoCapsule)
 }
 
-/// `{port}-{id}.{domain}[:port]` → target; `None` when the host is not under `domain`.
-fn from_host(host: &[u8], domain: &str, path: &[u8]) -> Result<Option<Target>, RouteError> {
-    let named = addr::capsule_host(host, Some(domain)).map_err(|e| match e {
+/// `{port}-{id}.{domain}[:port]` → target; `None` when the host is no capsule host.
+fn from_host(host: &[u8], domain: Option<&str>, path: &[u8]) -> Result<Option<Target>, RouteError> {
+    let named = addr::capsule_host(host, domain).map_err(|e| match e {
         HostError::BadPort => RouteError::BadPort,
         HostError::BadId => RouteError::BadId,
     })?;

@@ -11,37 +11,34 @@ use std::time::{Duration, Instant};
 
 use proxy_support::*;
 use warren_edge::{
-    BucketConfig, CapsuleState, Limits, Proxy, ProxyConfig, Route, RouteTable, Routes, Secret,
+    BucketConfig, CapsuleState, Edge, EdgeConfig, Route, RouteBook, RouteTable, Secret,
 };
 
 const AGENT_TOKEN: &str = "agent-internal-token";
 const ENVD_TOKEN: &str = "envd-token-of-capsule";
 
 fn route(ip: &str) -> Route {
-    Route {
-        address: ip.parse().expect("an IP address"),
-        state: CapsuleState::Running,
-        access_token: None,
-        envd_access_token: None,
-        limits: Limits::default(),
-    }
+    Route::here(ip.parse().expect("an IP address"))
 }
 
-fn start(routes: Vec<(&str, Route)>, tweak: impl FnOnce(&mut ProxyConfig)) -> Proxy {
-    let mut config = ProxyConfig {
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        cores: 2,
+fn start(routes: Vec<(&str, Route)>, tweak: impl FnOnce(&mut EdgeConfig)) -> Edge {
+    let mut config = EdgeConfig {
         domain: Some("warren.test".into()),
         agent_token: Some(Secret::new(AGENT_TOKEN)),
-        ..ProxyConfig::default()
+        ..EdgeConfig::default()
     };
+    config.relay.listen = "127.0.0.1:0".parse().expect("an address");
+    config.relay.cores = 2;
     tweak(&mut config);
-    let table = RouteTable::new(routes.into_iter().map(|(id, r)| (id.to_owned(), r)));
-    Proxy::start(config, Arc::new(Routes::new(table))).expect("start proxy")
+    let book = Arc::new(RouteBook::new());
+    book.set_local(RouteTable::new(
+        routes.into_iter().map(|(id, r)| (id.to_owned(), r)),
+    ));
+    Edge::start(config, None, book, None).expect("start the edge")
 }
 
-/// A proxy with capsule `cap` routed to a fresh upstream on 127.0.0.1.
-fn simple() -> (Proxy, Arc<Upstream>) {
+/// An edge with capsule `cap` routed to a fresh upstream on 127.0.0.1.
+fn simple() -> (Edge, Arc<Upstream>) {
     let upstream = Upstream::start("127.0.0.1");
     (start(vec![("cap", route("127.0.0.1"))], |_| {}), upstream)
 }
@@ -296,7 +293,7 @@ fn redirects_are_rewritten_for_path_routes() {
 fn slowloris_head_times_out() {
     let upstream = Upstream::start("127.0.0.1");
     let proxy = start(vec![("cap", route("127.0.0.1"))], |c| {
-        c.header_timeout = Duration::from_millis(300)
+        c.relay.header_timeout = Duration::from_millis(300)
     });
     let mut client = Client::connect(proxy.local_addr());
     client.send(
@@ -324,8 +321,8 @@ fn slowloris_head_times_out() {
 fn idle_connections_time_out() {
     let upstream = Upstream::start("127.0.0.1");
     let proxy = start(vec![("cap", route("127.0.0.1"))], |c| {
-        c.header_timeout = Duration::from_millis(200);
-        c.idle_timeout = Duration::from_millis(300);
+        c.relay.header_timeout = Duration::from_millis(200);
+        c.relay.idle_timeout = Duration::from_millis(300);
     });
     // Silent since connect: closed after the header timeout, without a page.
     let mut silent = Client::connect(proxy.local_addr());
@@ -538,7 +535,7 @@ fn unknown_and_paused_capsules_get_typed_errors() {
     // Unpausing is a table swap.
     proxy
         .routes()
-        .publish(RouteTable::new([("sleepy".to_owned(), route("127.0.0.1"))]));
+        .set_local(RouteTable::new([("sleepy".to_owned(), route("127.0.0.1"))]));
     assert_eq!(
         get(proxy.local_addr(), &format!("/proxy/sleepy/{port}/"), "").status,
         200
@@ -823,7 +820,7 @@ fn bandwidth_limit_is_applied() {
     });
     proxy
         .routes()
-        .publish(RouteTable::new([("ops".to_owned(), ops_limited)]));
+        .set_local(RouteTable::new([("ops".to_owned(), ops_limited)]));
     let started = Instant::now();
     let mut client = Client::connect(proxy.local_addr());
     for _ in 0..5 {

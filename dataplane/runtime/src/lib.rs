@@ -15,6 +15,7 @@
 
 mod net;
 mod pipe;
+mod stream;
 
 use std::future::Future;
 use std::io;
@@ -26,6 +27,7 @@ use compio::driver::op::{Interest, PollOnce};
 
 pub use net::{Listener, Socket, local_addr, shutdown_both};
 pub use pipe::{Pipe, PipePool};
+pub use stream::Stream;
 
 /// Work for a data-plane core: run on the core's own thread, inside its
 /// runtime, so it may spawn tasks there (e.g. a page server).

@@ -138,6 +138,23 @@ impl Socket {
         readable(&self.fd).await
     }
 
+    /// One `send` without waiting: `None` when the socket buffer is full.
+    pub fn try_send(&self, buf: &[u8]) -> io::Result<Option<usize>> {
+        loop {
+            match nix::sys::socket::send(self.raw(), buf, MsgFlags::MSG_NOSIGNAL) {
+                Ok(n) => return Ok(Some(n)),
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EINTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+
+    /// Waits until the socket can take more bytes (or is hung up).
+    pub async fn writable(&self) -> io::Result<()> {
+        writable(&self.fd).await
+    }
+
     /// Sends all of `buf`.
     pub async fn send_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {

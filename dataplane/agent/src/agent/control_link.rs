@@ -1,17 +1,25 @@
 //! The agent's side of the control plane's host protocol (see
 //! `control/src/api/hosts.rs`): registering once with a one-time token, then
-//! heartbeats, so the control plane keeps the host online. Everything else
-//! (capacity, templates, capsules) the control plane pulls over the RPC.
+//! heartbeats, so the control plane keeps the host online; the fleet's
+//! routes, streamed to the edge ([`ControlLink::fleet_routes`]); and asking
+//! for paused capsules to be woken by traffic ([`ControlWaker`]). Everything
+//! else (capacity, templates, capsules) the control plane pulls over the RPC.
 //!
 //! The host's credentials from a registration are kept in
 //! `<data_dir>/agent/host.json` (mode 0600), so a restarted agent heartbeats
 //! as the same host without a new token.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use warren_edge::{CapsuleState, FleetEntry, RouteBook, Secret, Waker};
 
 /// How the agent knows the control plane.
 #[derive(Debug, Clone)]
@@ -202,6 +210,206 @@ impl ControlLink {
             }
             healthy = Some(outcome.is_ok());
         }
+    }
+}
+
+/// A capsule as the control plane's route stream describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FleetRoute {
+    pub capsule_id: String,
+    pub host_id: String,
+    /// The edge of the capsule's host (`ip:port`).
+    pub edge: SocketAddr,
+    pub state: CapsuleState,
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub auto_resume: bool,
+}
+
+impl FleetRoute {
+    fn entry(self, own_host: &str) -> (String, FleetEntry) {
+        let entry = FleetEntry {
+            host: (self.host_id != own_host).then_some(self.edge),
+            state: self.state,
+            access_token: self.access_token.map(Secret::new),
+            auto_resume: self.auto_resume,
+        };
+        (self.capsule_id, entry)
+    }
+}
+
+/// One line of the control plane's route stream (`GET
+/// /v1/hosts/{id}/routes`, newline-delimited JSON): a full snapshot first,
+/// then changes, and pings that keep the connection alive.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RouteEvent {
+    Snapshot { routes: Vec<FleetRoute> },
+    Upsert { route: FleetRoute },
+    Remove { capsule_id: String },
+    Ping,
+}
+
+/// Longest line of the route stream accepted (a snapshot of a whole fleet).
+const MAX_ROUTE_LINE: usize = 64 << 20;
+/// The stream is dead when no line (not even a ping) came for this long.
+const ROUTE_SILENCE: Duration = Duration::from_secs(45);
+
+impl RouteEvent {
+    /// Applies the event to the fleet view (`own_host`'s capsules are
+    /// routed by this host's own routes).
+    pub fn apply(self, book: &RouteBook, own_host: &str) {
+        match self {
+            RouteEvent::Snapshot { routes } => {
+                book.set_fleet(routes.into_iter().map(|r| r.entry(own_host)));
+            }
+            RouteEvent::Upsert { route } => {
+                let (id, entry) = route.entry(own_host);
+                book.update_fleet([(id, Some(entry))]);
+            }
+            RouteEvent::Remove { capsule_id } => book.update_fleet([(capsule_id, None)]),
+            RouteEvent::Ping => {}
+        }
+    }
+}
+
+impl ControlLink {
+    /// Keeps `book`'s fleet view current from the control plane's route
+    /// stream, reconnecting (with a fresh snapshot) whenever it breaks.
+    pub async fn fleet_routes(self, creds: HostCredentials, book: Arc<RouteBook>) {
+        let url = format!(
+            "{}/v1/hosts/{}/routes",
+            self.url.trim_end_matches('/'),
+            creds.host_id
+        );
+        let client = reqwest::Client::new();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.follow_routes(&client, &url, &creds, &book).await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(error) => {
+                    tracing::warn!(%url, %error, "route stream broke; reconnecting");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn follow_routes(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        creds: &HostCredentials,
+        book: &RouteBook,
+    ) -> Result<(), String> {
+        let resp = client
+            .get(url)
+            .header("X-Host-Token", &creds.host_token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("answered {}", resp.status()));
+        }
+        let mut body = resp.bytes_stream();
+        let mut line = Vec::new();
+        loop {
+            let chunk = match tokio::time::timeout(ROUTE_SILENCE, body.next()).await {
+                Err(_) => return Err(format!("no line for {ROUTE_SILENCE:?}")),
+                Ok(None) => return Ok(()),
+                Ok(Some(chunk)) => chunk.map_err(|e| e.to_string())?,
+            };
+            for piece in chunk.split_inclusive(|&b| b == b'\n') {
+                line.extend_from_slice(piece);
+                if line.len() > MAX_ROUTE_LINE {
+                    return Err("a route line is too long".into());
+                }
+                if line.last() != Some(&b'\n') {
+                    continue;
+                }
+                match serde_json::from_slice::<RouteEvent>(&line) {
+                    Ok(event) => event.apply(book, &creds.host_id),
+                    Err(error) => tracing::warn!(%error, "ignoring a route line"),
+                }
+                line.clear();
+            }
+        }
+    }
+}
+
+/// Asks the control plane to resume paused capsules that traffic reached
+/// (their requests wait at the edge). One request per capsule at a time.
+#[derive(Debug)]
+pub struct ControlWaker {
+    url: String,
+    tx: mpsc::UnboundedSender<String>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+}
+
+/// A capsule is asked for again only after this long.
+const WAKE_AGAIN: Duration = Duration::from_secs(5);
+
+impl ControlWaker {
+    pub fn new(url: String) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            url,
+            tx,
+            rx: Mutex::new(Some(rx)),
+        })
+    }
+
+    /// Sends the wake requests (the caller aborts the task).
+    pub async fn run(self: Arc<Self>, creds: HostCredentials) {
+        let Some(mut rx) = self
+            .rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let url = format!(
+            "{}/v1/hosts/{}/wake",
+            self.url.trim_end_matches('/'),
+            creds.host_id
+        );
+        let client = reqwest::Client::new();
+        let mut asked: HashMap<String, Instant> = HashMap::new();
+        while let Some(id) = rx.recv().await {
+            let now = Instant::now();
+            asked.retain(|_, at| now.duration_since(*at) < WAKE_AGAIN);
+            if asked.contains_key(&id) {
+                continue;
+            }
+            asked.insert(id.clone(), now);
+            let (client, url, token) = (client.clone(), url.clone(), creds.host_token.clone());
+            tokio::spawn(async move {
+                let outcome = client
+                    .post(&url)
+                    .header("X-Host-Token", token)
+                    .json(&serde_json::json!({ "capsule_id": id }))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                match outcome {
+                    Ok(r) if r.status().is_success() => {
+                        tracing::info!(capsule = %id, "woken by traffic")
+                    }
+                    Ok(r) => tracing::warn!(capsule = %id, status = %r.status(), "wake refused"),
+                    Err(error) => tracing::warn!(capsule = %id, %error, "wake failed"),
+                }
+            });
+        }
+    }
+}
+
+impl Waker for ControlWaker {
+    fn wake(&self, id: &str) {
+        // The receiver only goes with the agent.
+        let _ = self.tx.send(id.to_owned());
     }
 }
 

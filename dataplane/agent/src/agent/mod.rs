@@ -32,7 +32,7 @@ use warren_backend::{
     firecracker::{FirecrackerBackend, FirecrackerConfig},
     namespace::{InitCommand, NamespaceBackend, NamespaceConfig},
 };
-use warren_edge::{Proxy, ProxyConfig, RouteTable, Routes, Secret, StartError};
+use warren_edge::{CertFiles, Edge, EdgeConfig, RouteBook, Secret, StartError, Waker};
 use warren_netslot::{NetConfig, NetError, SlotManager};
 use warren_template::{IdMap, TemplateStore};
 
@@ -53,15 +53,19 @@ pub enum BackendChoice {
 pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub rpc_listen: SocketAddr,
-    pub proxy_listen: SocketAddr,
+    /// The edge's settings (its listen address, cores, caps, the control
+    /// plane's private address for API requests); the agent fills in its
+    /// token.
+    pub edge: EdgeConfig,
+    /// TLS certificates for the edge (plain HTTP without).
+    pub tls: Option<Vec<CertFiles>>,
     pub admin_listen: SocketAddr,
-    /// Where the control plane reaches the proxy (default: from proxy_listen).
+    /// Where the control plane and other edges reach this edge (default:
+    /// from its listen address).
     pub proxy_advertise: Option<String>,
     /// The control plane's token: RPC bearer and the relay's internal token.
     pub token: String,
     pub backend: BackendChoice,
-    pub cores: Option<usize>,
-    pub domain: Option<String>,
     pub envd_bin: PathBuf,
     pub busybox: PathBuf,
     pub microvm: MicroVmConfig,
@@ -130,8 +134,8 @@ pub enum AgentError {
     Backend(#[from] BackendError),
     #[error("network slots: {0}")]
     Net(#[from] NetError),
-    #[error("proxy: {0}")]
-    Proxy(#[from] StartError),
+    #[error("edge: {0}")]
+    Edge(#[from] StartError),
     #[error("sandbox manager: {0}")]
     Manager(#[from] ManagerError),
     #[error("control plane: {0}")]
@@ -172,7 +176,7 @@ fn firecracker_missing(config: &AgentConfig) -> Option<String> {
 async fn choose_backend(
     config: &AgentConfig,
     slots: &Arc<SlotManager>,
-    proxy: &Arc<Proxy>,
+    edge: &Arc<Edge>,
 ) -> Result<Arc<dyn Backend>, AgentError> {
     let missing = firecracker_missing(config);
     match (config.backend, missing) {
@@ -183,7 +187,7 @@ async fn choose_backend(
             }))
         }
         (BackendChoice::Firecracker | BackendChoice::Auto, None) => {
-            firecracker_backend(config, slots, proxy).await
+            firecracker_backend(config, slots, edge).await
         }
         (BackendChoice::Auto, Some(reason)) => {
             tracing::info!(%reason, "no microVMs on this host: using namespaces");
@@ -196,7 +200,7 @@ async fn choose_backend(
 async fn firecracker_backend(
     config: &AgentConfig,
     slots: &Arc<SlotManager>,
-    proxy: &Arc<Proxy>,
+    edge: &Arc<Edge>,
 ) -> Result<Arc<dyn Backend>, AgentError> {
     let vm = &config.microvm;
     let mut fc = FirecrackerConfig::new(
@@ -208,7 +212,7 @@ async fn firecracker_backend(
     fc.busybox = config.busybox.clone();
     fc.tap_txqueuelen = vm.tap_txqueuelen;
     fc.runtime_dir = vm.runtime_dir.clone();
-    let cores: Arc<dyn warren_runtime::Cores> = proxy.clone();
+    let cores: Arc<dyn warren_runtime::Cores> = edge.clone();
     Ok(Arc::new(
         FirecrackerBackend::new(fc, slots.clone(), cores).await?,
     ))
@@ -314,21 +318,21 @@ pub async fn run(
     let slots = Arc::new(SlotManager::open(net).await?);
 
     let token = Arc::new(Secret::new(config.token.trim()));
-    let mut proxy_config = ProxyConfig {
-        listen: config.proxy_listen,
-        domain: config.domain.clone(),
-        agent_token: Some(Secret::new(config.token.trim())),
-        ..ProxyConfig::default()
-    };
-    if let Some(cores) = config.cores {
-        proxy_config.cores = cores.max(1);
-    }
-    let proxy = Arc::new(Proxy::start(
-        proxy_config,
-        Arc::new(Routes::new(RouteTable::default())),
+    let mut edge_config = config.edge.clone();
+    edge_config.agent_token = Some(Secret::new(config.token.trim()));
+    let book = Arc::new(RouteBook::new());
+    let waker = config
+        .control
+        .as_ref()
+        .map(|link| control_link::ControlWaker::new(link.url.clone()));
+    let edge = Arc::new(Edge::start(
+        edge_config,
+        config.tls.clone(),
+        book.clone(),
+        waker.clone().map(|w| w as Arc<dyn Waker>),
     )?);
     let proxy_address = config.proxy_advertise.clone().unwrap_or_else(|| {
-        let addr = proxy.local_addr();
+        let addr = edge.local_addr();
         if addr.ip().is_unspecified() {
             SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port()).to_string()
         } else {
@@ -339,11 +343,11 @@ pub async fn run(
         "binding the admin address {}",
         config.admin_listen
     )))?;
-    let for_admin = proxy.clone();
+    let for_admin = edge.clone();
     admin::spawn(admin, Arc::new(move || for_admin.render_metrics()))
         .map_err(io("serving admin metrics"))?;
 
-    let backend = choose_backend(&config, &slots, &proxy).await?;
+    let backend = choose_backend(&config, &slots, &edge).await?;
     tracing::info!(backend = ?backend.kind(), "backend ready");
 
     let manager_config = config
@@ -356,7 +360,7 @@ pub async fn run(
         config.busybox.clone(),
     )
     .with_envd(config.envd_bin.clone());
-    let manager = Manager::open(manager_config, backend, slots, proxy.clone(), templates).await?;
+    let manager = Manager::open(manager_config, backend, slots, edge.clone(), templates).await?;
 
     let rpc_listener = tokio::net::TcpListener::bind(config.rpc_listen)
         .await
@@ -379,16 +383,38 @@ pub async fn run(
 
     // Registered (when asked to) only once the RPC serves, so the control
     // plane's first pull finds it.
-    let heartbeats = match config.control.clone() {
-        Some(link) => {
-            let creds = link
-                .credentials(&config.data_dir, config.token.trim(), &proxy_address)
-                .await?;
-            Some(tokio::spawn(link.heartbeat(creds)))
+    let mut links = Vec::new();
+    if let Some(link) = config.control.clone() {
+        let creds = link
+            .credentials(&config.data_dir, config.token.trim(), &proxy_address)
+            .await?;
+        if let Some(waker) = &waker {
+            links.push(tokio::spawn(waker.clone().run(creds.clone())));
         }
-        None => None,
-    };
+        links.push(tokio::spawn(
+            link.clone().fleet_routes(creds.clone(), book.clone()),
+        ));
+        links.push(tokio::spawn(link.heartbeat(creds)));
+    }
 
+    let tls_reloader = (!edge.tls_files().is_empty()).then(|| {
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let mut watch = warren_edge::CertWatch::new(edge.tls_files());
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            loop {
+                let forced = tokio::select! {
+                    _ = hup.recv() => true,
+                    () = tokio::time::sleep(Duration::from_secs(2)) => false,
+                };
+                edge.reload_tls_if(&mut watch, forced);
+            }
+        })
+    });
     let reaper_manager = manager.clone();
     let every = config.reap_interval;
     let reaper = tokio::spawn(async move {
@@ -405,12 +431,14 @@ pub async fn run(
         () = terminate.notified() => tracing::info!("terminated by the control plane: every capsule destroyed"),
     }
     reaper.abort();
-    if let Some(h) = heartbeats {
-        h.abort();
+    if let Some(t) = tls_reloader {
+        t.abort();
+    }
+    for link in links {
+        link.abort();
     }
     stop_rpc.notify_one();
     let _ = rpc_task.await;
-    let proxy_for_shutdown = proxy.clone();
-    let _ = tokio::task::spawn_blocking(move || proxy_for_shutdown.shutdown()).await;
+    let _ = tokio::task::spawn_blocking(move || edge.shutdown()).await;
     Ok(())
 }

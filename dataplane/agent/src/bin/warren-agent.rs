@@ -20,7 +20,10 @@ use warren_agent::agent::{
 };
 use warren_agent::manager::ManagerConfig;
 use warren_backend::Resources;
-use warren_edge::{Proxy, ProxyConfig, RouteTable, Routes, Secret};
+use warren_edge::{
+    ApiRateConfig, CertFiles, CertWatch, Edge, EdgeConfig, RelayConfig, RouteBook, RouteTable,
+    Secret,
+};
 use warren_logging::{self as logging, LogFile};
 use warren_netslot::{NetConfig, SlotManager};
 use warren_template::{self as template, IdMap, TemplateStore, size};
@@ -103,13 +106,13 @@ struct RunArgs {
     /// Lifecycle RPC address (Connect over HTTP/1.1, bearer token).
     #[arg(long, env = "WARREN_AGENT_RPC_LISTEN", default_value = "0.0.0.0:5006")]
     rpc_listen: SocketAddr,
-    /// Data-plane proxy address (user traffic and the envd relay).
-    #[arg(long, env = "WARREN_PROXY_LISTEN", default_value = "0.0.0.0:5007")]
-    proxy_listen: SocketAddr,
+    #[command(flatten)]
+    edge: EdgeArgs,
     /// Admin address: Prometheus metrics at /metrics.
     #[arg(long, env = "WARREN_ADMIN_LISTEN", default_value = "127.0.0.1:5008")]
     admin_listen: SocketAddr,
-    /// Proxy address to advertise to the control plane (default: from --proxy-listen).
+    /// The edge's address as the control plane and other hosts' edges reach
+    /// it (default: from --proxy-listen).
     #[arg(long, env = "WARREN_PROXY_ADVERTISE")]
     proxy_advertise: Option<String>,
     /// File holding the control plane's token (or set WARREN_AGENT_TOKEN).
@@ -118,12 +121,6 @@ struct RunArgs {
     /// Capsule backend.
     #[arg(long, env = "WARREN_BACKEND", value_enum, default_value = "auto")]
     backend: BackendChoice,
-    /// Data-plane cores (one io_uring runtime each); default: all.
-    #[arg(long, env = "WARREN_PROXY_CORES")]
-    cores: Option<usize>,
-    /// Domain for host routing ({port}-{id}.{domain}).
-    #[arg(long, env = "WARREN_DOMAIN")]
-    domain: Option<String>,
     /// envd binary run inside capsules (default: beside this binary).
     #[arg(long, env = "WARREN_ENVD_BIN")]
     envd_bin: Option<PathBuf>,
@@ -221,36 +218,136 @@ struct ProxyArgs {
     /// Routes file: {"capsules": {"<id>": {"address": "10.11.0.2", "state": "running",
     /// "access_token": null, "envd_access_token": null,
     /// "limits": {"bandwidth": {"size": 1048576, "one_time_burst": 0, "refill_time": 1000}}}}}
+    /// (or "via": "ip:port" instead of "address" for a capsule behind another edge).
     #[arg(long, env = "WARREN_ROUTES")]
     routes: PathBuf,
-    /// Address the proxy listens on (every core binds it with SO_REUSEPORT).
-    #[arg(long, default_value = "0.0.0.0:5007", env = "WARREN_PROXY_LISTEN")]
-    listen: SocketAddr,
+    #[command(flatten)]
+    edge: EdgeArgs,
     /// Admin address serving Prometheus metrics at /metrics and /healthz.
     #[arg(long, default_value = "127.0.0.1:5008", env = "WARREN_ADMIN_LISTEN")]
     admin: SocketAddr,
-    /// Cores (one io_uring runtime each); default: all available.
-    #[arg(long, env = "WARREN_PROXY_CORES")]
-    cores: Option<usize>,
-    /// Domain for host routing ({port}-{id}.{domain}).
-    #[arg(long, env = "WARREN_DOMAIN")]
-    domain: Option<String>,
     /// File holding the agent's internal token (X-Warren-Agent-Token);
     /// without it (or WARREN_AGENT_TOKEN) no request is internal.
     #[arg(long, env = "WARREN_AGENT_TOKEN_FILE")]
     agent_token_file: Option<PathBuf>,
-    /// Time allowed for a request head, in seconds.
+}
+
+/// The edge: the host's public entry (capsule traffic, and everything else
+/// relayed to the control plane).
+#[derive(Debug, Clone, clap::Args)]
+struct EdgeArgs {
+    /// Address the edge listens on (every core binds it with SO_REUSEPORT).
+    #[arg(
+        long,
+        alias = "listen",
+        env = "WARREN_PROXY_LISTEN",
+        default_value = "0.0.0.0:5007"
+    )]
+    proxy_listen: SocketAddr,
+    /// Cores (one io_uring runtime each); default: all available.
+    #[arg(long, env = "WARREN_PROXY_CORES")]
+    cores: Option<usize>,
+    /// Domain for host routing ({port}-{id}.{domain}); default: any
+    /// `{port}-{id}.` host.
+    #[arg(long, env = "WARREN_DOMAIN")]
+    domain: Option<String>,
+    /// The control plane's private address (ip:port): every request that
+    /// names no capsule (API, console) is relayed there.
+    #[arg(long, env = "WARREN_CONTROL_UPSTREAM")]
+    control_upstream: Option<SocketAddr>,
+    /// TLS certificate chain (PEM); repeat with --tls-key for several
+    /// (picked by SNI). Reloaded on SIGHUP and when the files change.
+    #[arg(long, env = "WARREN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Vec<PathBuf>,
+    /// The private key of each --tls-cert, in the same order.
+    #[arg(long, env = "WARREN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Vec<PathBuf>,
+    /// X-Forwarded-Proto sent upstream (default: https on TLS connections,
+    /// http otherwise; set it behind another TLS terminator).
+    #[arg(long, env = "WARREN_FORWARDED_PROTO")]
+    forwarded_proto: Option<String>,
+    /// Time allowed for a request head (and a TLS handshake), in seconds.
     #[arg(long, default_value_t = 10.0)]
     header_timeout: f64,
     /// Keep-alive and relay idle timeout, in seconds.
     #[arg(long, default_value_t = 620.0)]
     idle_timeout: f64,
+    /// A WebSocket (upgraded) tunnel with no byte either way for this many
+    /// seconds is closed.
+    #[arg(long, default_value_t = 3600.0)]
+    tunnel_idle_timeout: f64,
     /// Largest request head accepted, in bytes (431 beyond).
     #[arg(long, default_value_t = 32 * 1024)]
     max_head_bytes: usize,
-    /// X-Forwarded-Proto sent upstream (https behind a TLS terminator).
-    #[arg(long, default_value = "http")]
-    forwarded_proto: String,
+    /// Client connections open at once, in all.
+    #[arg(long, env = "WARREN_MAX_CONNECTIONS", default_value_t = 200_000)]
+    max_connections: usize,
+    /// Client connections open at once from one IP address.
+    #[arg(long, env = "WARREN_MAX_CONNECTIONS_PER_IP", default_value_t = 20_000)]
+    max_connections_per_ip: usize,
+    /// API requests per second per API key (burst: twice as many); 0 turns
+    /// the limit off.
+    #[arg(long, env = "WARREN_API_RATE", default_value_t = 100.0)]
+    api_rate: f64,
+    /// Longest a request waits for a paused capsule it woke, in seconds.
+    #[arg(long, env = "WARREN_RESUME_WAIT", default_value_t = 30.0)]
+    resume_wait: f64,
+}
+
+impl EdgeArgs {
+    fn config(&self) -> anyhow::Result<EdgeConfig> {
+        let mut relay = RelayConfig {
+            listen: self.proxy_listen,
+            header_timeout: seconds(self.header_timeout, "header-timeout")?,
+            idle_timeout: seconds(self.idle_timeout, "idle-timeout")?,
+            tunnel_idle_timeout: seconds(self.tunnel_idle_timeout, "tunnel-idle-timeout")?,
+            max_head_bytes: self.max_head_bytes,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            ..RelayConfig::default()
+        };
+        if let Some(cores) = self.cores {
+            anyhow::ensure!(cores > 0, "--cores must be at least 1");
+            relay.cores = cores;
+        }
+        anyhow::ensure!(
+            self.api_rate >= 0.0 && self.api_rate.is_finite(),
+            "--api-rate must be a non-negative number"
+        );
+        Ok(EdgeConfig {
+            relay,
+            domain: self.domain.clone(),
+            agent_token: None,
+            control: self.control_upstream,
+            forwarded_proto: self.forwarded_proto.clone(),
+            resume_wait: seconds(self.resume_wait, "resume-wait")?,
+            api_rate: (self.api_rate > 0.0).then_some(ApiRateConfig {
+                per_second: self.api_rate,
+                burst: self.api_rate * 2.0,
+            }),
+        })
+    }
+
+    /// The certificate files, paired in order.
+    fn tls(&self) -> anyhow::Result<Option<Vec<CertFiles>>> {
+        anyhow::ensure!(
+            self.tls_cert.len() == self.tls_key.len(),
+            "give one --tls-key per --tls-cert"
+        );
+        if self.tls_cert.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.tls_cert
+                .iter()
+                .zip(&self.tls_key)
+                .map(|(cert, key)| CertFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+                .collect(),
+        ))
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -291,13 +388,12 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     let config = AgentConfig {
         data_dir: args.data_dir,
         rpc_listen: args.rpc_listen,
-        proxy_listen: args.proxy_listen,
+        edge: args.edge.config()?,
+        tls: args.edge.tls()?,
         admin_listen: args.admin_listen,
         proxy_advertise: args.proxy_advertise,
         token,
         backend: args.backend,
-        cores: args.cores,
-        domain: args.domain,
         envd_bin,
         busybox: args.busybox,
         microvm: MicroVmConfig {
@@ -507,21 +603,11 @@ fn modified(path: &Path) -> Option<SystemTime> {
 fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let table = RouteTable::from_file(&args.routes)?;
     tracing::info!(capsules = table.len(), routes = %args.routes.display(), "routes loaded");
-    let mut config = ProxyConfig {
-        listen: args.listen,
-        domain: args.domain,
-        agent_token: agent_token(args.agent_token_file.as_deref())?,
-        header_timeout: seconds(args.header_timeout, "header-timeout")?,
-        idle_timeout: seconds(args.idle_timeout, "idle-timeout")?,
-        max_head_bytes: args.max_head_bytes,
-        forwarded_proto: args.forwarded_proto,
-        ..ProxyConfig::default()
-    };
-    if let Some(cores) = args.cores {
-        anyhow::ensure!(cores > 0, "--cores must be at least 1");
-        config.cores = cores;
-    }
-    let proxy = Arc::new(Proxy::start(config, Arc::new(Routes::new(table)))?);
+    let mut config = args.edge.config()?;
+    config.agent_token = agent_token(args.agent_token_file.as_deref())?;
+    let book = Arc::new(RouteBook::new());
+    book.set_local(table);
+    let proxy = Arc::new(Edge::start(config, args.edge.tls()?, book, None)?);
     let admin = TcpListener::bind(args.admin)
         .with_context(|| format!("binding admin address {}", args.admin))?;
     let for_admin = Arc::clone(&proxy);
@@ -534,15 +620,18 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     signal_hook::flag::register(SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(SIGINT, Arc::clone(&stop))?;
     let mut seen = modified(&args.routes);
+    let mut certs = CertWatch::new(proxy.tls_files());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         let now = modified(&args.routes);
-        if reload.swap(false, Ordering::Relaxed) || now != seen {
+        let hup = reload.swap(false, Ordering::Relaxed);
+        proxy.reload_tls_if(&mut certs, hup);
+        if hup || now != seen {
             seen = now;
             match RouteTable::from_file(&args.routes) {
                 Ok(table) => {
                     tracing::info!(capsules = table.len(), "routes reloaded");
-                    proxy.routes().publish(table);
+                    proxy.routes().set_local(table);
                 }
                 Err(error) => tracing::error!(%error, "keeping the previous routes"),
             }

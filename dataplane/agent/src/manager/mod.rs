@@ -9,7 +9,7 @@
 //!
 //! Pausing is split by the backend's [`PauseMode`]: the manager owns what
 //! happens around the capsule (blocking operations, routes, draining the
-//! proxy, envd's `/snapshot/prepare` and `/init`), the backend what happens
+//! edge, envd's `/snapshot/prepare` and `/init`), the backend what happens
 //! to it (freeze, or snapshot and stop; thaw, or restore).
 
 mod envd;
@@ -32,7 +32,7 @@ use warren_backend::{
     Backend, BackendError, BackendKind, CapsuleId, CapsuleSpec, PauseMode, Resources, RunState,
     SpecError,
 };
-use warren_edge::{self as proxy, Proxy, Route, RouteTable, Secret};
+use warren_edge::{CapsuleState, Edge, Place, Route, RouteTable, Secret};
 use warren_netslot::{NetError, SlotManager, SlotOptions, TxLimit};
 use warren_template::{
     NewTemplate, Template, TemplateDefaults, TemplateError, TemplateStore, TemplateSummary,
@@ -214,7 +214,7 @@ pub struct Manager {
     config: ManagerConfig,
     backend: Arc<dyn Backend>,
     slots: Arc<SlotManager>,
-    proxy: Arc<Proxy>,
+    edge: Arc<Edge>,
     templates: TemplateStore,
     envd: EnvdClient,
     capsules: StdMutex<BTreeMap<String, Arc<Entry>>>,
@@ -241,7 +241,7 @@ impl Manager {
         config: ManagerConfig,
         backend: Arc<dyn Backend>,
         slots: Arc<SlotManager>,
-        proxy: Arc<Proxy>,
+        edge: Arc<Edge>,
         templates: TemplateStore,
     ) -> Result<Arc<Self>> {
         let envd = EnvdClient::new(config.envd_port);
@@ -249,7 +249,7 @@ impl Manager {
             config,
             backend,
             slots,
-            proxy,
+            edge,
             templates,
             envd,
             capsules: StdMutex::default(),
@@ -347,23 +347,25 @@ impl Manager {
                 let r = e.record();
                 let address = r.address?;
                 let state = match r.state {
-                    State::Running => proxy::CapsuleState::Running,
-                    State::Paused | State::Pausing => proxy::CapsuleState::Paused,
-                    _ => proxy::CapsuleState::Unavailable,
+                    State::Running => CapsuleState::Running,
+                    State::Paused | State::Pausing => CapsuleState::Paused,
+                    _ => CapsuleState::Unavailable,
                 };
                 Some((
                     r.id.clone(),
                     Route {
-                        address: IpAddr::V4(address),
+                        place: Place::Here(IpAddr::V4(address)),
                         state,
                         access_token: r.traffic_token.clone().map(Secret::new),
                         envd_access_token: r.envd_token.clone().map(Secret::new),
                         limits: Default::default(),
+                        // The control plane's setting, merged in by the book.
+                        auto_resume: false,
                     },
                 ))
             })
             .collect();
-        self.proxy.routes().publish(RouteTable::new(routes));
+        self.edge.routes().set_local(RouteTable::new(routes));
     }
 
     fn host_memory_mb() -> u64 {
@@ -584,7 +586,7 @@ impl Manager {
     /// Removes everything a capsule has on the host (idempotent: missing
     /// parts are fine).
     async fn teardown(&self, id: &CapsuleId) -> Option<ManagerError> {
-        self.proxy.evict(id.as_str()).await;
+        self.edge.evict(id.as_str()).await;
         let mut failure = None;
         match self.backend.destroy(id).await {
             Ok(()) | Err(BackendError::NotFound(_)) => {}
@@ -634,7 +636,7 @@ impl Manager {
         let cid = CapsuleId::new(id.to_owned())?;
         let snapshot = self.backend.pause_mode() == PauseMode::Snapshot;
         if snapshot {
-            self.proxy.drain(id, self.config.drain_grace).await;
+            self.edge.drain(id, self.config.drain_grace).await;
             let record = entry.record();
             if let Some(addr) = record.address
                 && let Err(e) = self
@@ -658,7 +660,7 @@ impl Manager {
                     tracing::warn!(capsule = id, error = %e, "pause failed; the capsule runs on");
                     self.transition(&entry, Event::PauseFailed)?;
                     if snapshot {
-                        self.proxy.reopen(id);
+                        self.edge.reopen(id);
                     }
                 } else {
                     self.fail(&entry, &e);
@@ -733,7 +735,7 @@ impl Manager {
         });
         self.transition(&entry, Event::Resumed)?;
         if snapshot {
-            self.proxy.reopen(id);
+            self.edge.reopen(id);
         }
         Ok(entry.record())
     }
@@ -790,7 +792,7 @@ impl Manager {
 
     /// The record with its last activity including proxied traffic.
     fn with_activity(&self, mut r: Record) -> Record {
-        if let Some(stats) = self.proxy.stats(&r.id) {
+        if let Some(stats) = self.edge.stats(&r.id) {
             let proxied = stats
                 .last_activity
                 .duration_since(UNIX_EPOCH)

@@ -9,7 +9,6 @@
 
 pub use warren_testkit::swagger;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use warren_agent::manager::{Manager, ManagerConfig};
 use warren_backend::firecracker::{FirecrackerBackend, FirecrackerConfig};
 use warren_backend::loopdev::LoopDevice;
 use warren_backend::{Backend, CapsuleId};
-use warren_edge::{Proxy, ProxyConfig, RouteTable, Routes, Secret};
+use warren_edge::{Edge, EdgeConfig, RouteBook, Secret};
 use warren_netslot::SlotManager;
 use warren_netslot::testing::TestNet;
 use warren_template::TemplateStore;
@@ -134,7 +133,7 @@ fn rand_u32() -> u32 {
 pub struct World {
     pub backend: FirecrackerBackend,
     pub config: FirecrackerConfig,
-    pub proxy: Arc<Proxy>,
+    pub proxy: Arc<Edge>,
     pub slots: Arc<SlotManager>,
     pub net: TestNet,
     /// Every request the mock-firecracker processes received.
@@ -193,7 +192,7 @@ impl World {
     pub async fn open(
         config: &FirecrackerConfig,
         slots: &Arc<SlotManager>,
-        proxy: &Arc<Proxy>,
+        proxy: &Arc<Edge>,
     ) -> FirecrackerBackend {
         let cores: Arc<dyn warren_runtime::Cores> = proxy.clone();
         FirecrackerBackend::new(config.clone(), slots.clone(), cores)
@@ -275,17 +274,14 @@ impl World {
     }
 }
 
-pub fn start_proxy() -> Proxy {
-    Proxy::start(
-        ProxyConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            cores: 1,
-            agent_token: Some(Secret::new(AGENT_TOKEN)),
-            ..ProxyConfig::default()
-        },
-        Arc::new(Routes::new(RouteTable::default())),
-    )
-    .expect("proxy")
+pub fn start_proxy() -> Edge {
+    let mut config = EdgeConfig {
+        agent_token: Some(Secret::new(AGENT_TOKEN)),
+        ..EdgeConfig::default()
+    };
+    config.relay.listen = "127.0.0.1:0".parse().expect("addr");
+    config.relay.cores = 1;
+    Edge::start(config, None, Arc::new(RouteBook::new()), None).expect("edge")
 }
 
 /// Destroys the capsule when dropped (a test that fails half-way).

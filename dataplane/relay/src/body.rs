@@ -1,29 +1,31 @@
-//! Moving bytes for one capsule in one direction: message bodies by their
-//! framing (content-length, chunked, until-close) and raw tunnel streams.
-//! Bytes already read along with a head are sent from the buffer; everything
-//! else goes socket → pipe → socket with `splice`, never through user space.
-//! Every byte is counted on the capsule and passes its bandwidth bucket.
+//! Moving bytes in one direction: message bodies by their framing
+//! (content-length, chunked, until-close) and raw tunnel streams. Bytes
+//! already read along with a head are sent from the buffer; between two plain
+//! sockets everything else goes socket → pipe → socket with `splice`, never
+//! through user space (a TLS side makes them pass through a pooled buffer).
+//! Every byte is counted on the tracked key and passes its bandwidth bucket.
 
+use std::cell::Cell;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::buf::{BufPool, InBuf};
 use crate::head::Framing;
+use crate::ratelimit::Limits;
 use crate::ratelimit::Resource;
-use crate::table::Limits;
 use crate::tracking::CapsuleStats;
-use warren_runtime::{self as runtime, PipePool, Socket};
+use warren_runtime::{self as runtime, PipePool, Stream};
 
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_LINE: usize = 4096;
 
-/// One direction of traffic for one capsule.
+/// One direction of traffic for one tracked key (a capsule).
 pub struct Flow<'a> {
-    /// The capsule's counters (and buckets).
+    /// The key's counters (and buckets).
     pub stats: &'a CapsuleStats,
-    /// The capsule's limits at routing time.
+    /// The key's limits at admission time.
     pub limits: &'a Limits,
-    /// Client → capsule when true.
+    /// Client → upstream when true.
     pub to_capsule: bool,
     /// The core's pipes.
     pub pipes: &'a PipePool,
@@ -31,6 +33,8 @@ pub struct Flow<'a> {
     pub bufs: &'a BufPool,
     /// Longest wait for the next byte (`None`: wait as long as the peer stays).
     pub idle: Option<Duration>,
+    /// Set to now whenever bytes move (a tunnel's idle watchdog reads it).
+    pub activity: Option<&'a Cell<Instant>>,
 }
 
 fn timed_out() -> io::Error {
@@ -46,6 +50,9 @@ fn bad_chunk(what: &str) -> io::Error {
 
 impl Flow<'_> {
     async fn account(&self, bytes: usize) {
+        if let Some(activity) = self.activity {
+            activity.set(Instant::now());
+        }
         let bytes = bytes as u64;
         self.stats.count_bytes(self.to_capsule, bytes);
         if self.limits.bandwidth.is_some() {
@@ -56,7 +63,7 @@ impl Flow<'_> {
         }
     }
 
-    async fn wait_readable(&self, from: &Socket) -> io::Result<()> {
+    async fn wait_readable(&self, from: &impl Stream) -> io::Result<()> {
         match self.idle {
             Some(idle) => runtime::timeout(idle, from.readable())
                 .await
@@ -66,7 +73,7 @@ impl Flow<'_> {
     }
 
     /// Sends `bytes` (already in memory) to `to`.
-    pub async fn send(&self, to: &Socket, bytes: &[u8]) -> io::Result<()> {
+    pub async fn send(&self, to: &impl Stream, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -74,8 +81,14 @@ impl Flow<'_> {
         to.send_all(bytes).await
     }
 
-    /// Splices up to `max` bytes from `from` to `to`; `0` at end of stream.
-    pub async fn splice_some(&self, from: &Socket, to: &Socket, max: usize) -> io::Result<usize> {
+    /// Moves up to `max` bytes from `from` to `to` (spliced between plain
+    /// sockets, copied through a pooled buffer otherwise); `0` at end of stream.
+    pub async fn splice_some(
+        &self,
+        from: &impl Stream,
+        to: &impl Stream,
+        max: usize,
+    ) -> io::Result<usize> {
         let max = match self.limits.bandwidth {
             // Chunks no larger than the bucket keep the rate smooth.
             Some(bucket) if bucket.size > 0 => {
@@ -83,9 +96,12 @@ impl Flow<'_> {
             }
             _ => max,
         };
+        let (Some(from_socket), Some(to_socket)) = (from.plain(), to.plain()) else {
+            return self.copy_some(from, to, max).await;
+        };
         loop {
             let pipe = self.pipes.take()?;
-            match pipe.fill_from(from, max)? {
+            match pipe.fill_from(from_socket, max)? {
                 None => {
                     self.pipes.put(pipe);
                     self.wait_readable(from).await?;
@@ -97,7 +113,7 @@ impl Flow<'_> {
                 Some(n) => {
                     self.account(n).await;
                     // On error the pipe may hold bytes: it is dropped, not pooled.
-                    pipe.drain_to(to, n).await?;
+                    pipe.drain_to(to_socket, n).await?;
                     self.pipes.put(pipe);
                     return Ok(n);
                 }
@@ -105,12 +121,39 @@ impl Flow<'_> {
         }
     }
 
+    /// [`Flow::splice_some`] through user space.
+    async fn copy_some(
+        &self,
+        from: &impl Stream,
+        to: &impl Stream,
+        max: usize,
+    ) -> io::Result<usize> {
+        let mut chunk = self.bufs.take();
+        let result = async {
+            let len = chunk.len().min(max);
+            loop {
+                match from.try_recv(&mut chunk[..len])? {
+                    None => self.wait_readable(from).await?,
+                    Some(0) => return Ok(0),
+                    Some(n) => {
+                        self.account(n).await;
+                        to.send_all(&chunk[..n]).await?;
+                        return Ok(n);
+                    }
+                }
+            }
+        }
+        .await;
+        self.bufs.put(chunk);
+        result
+    }
+
     /// Moves exactly `len` bytes: first from `buf`, then spliced from `from`.
     async fn copy_exact(
         &self,
-        from: &Socket,
+        from: &impl Stream,
         buf: &mut InBuf,
-        to: &Socket,
+        to: &impl Stream,
         mut len: u64,
     ) -> io::Result<()> {
         let buffered = buf
@@ -134,7 +177,7 @@ impl Flow<'_> {
 
     /// Reads until `buf` holds a CRLF-terminated line; returns its length
     /// including the CRLF.
-    async fn line(&self, from: &Socket, buf: &mut InBuf) -> io::Result<usize> {
+    async fn line(&self, from: &impl Stream, buf: &mut InBuf) -> io::Result<usize> {
         loop {
             if let Some(pos) = buf.data().windows(2).position(|w| w == b"\r\n") {
                 return Ok(pos + 2);
@@ -156,9 +199,9 @@ impl Flow<'_> {
     /// head); it is flushed before any wait. Returns when the body is done.
     pub async fn body(
         &self,
-        from: &Socket,
+        from: &impl Stream,
         buf: &mut InBuf,
-        to: &Socket,
+        to: &impl Stream,
         out: &mut Vec<u8>,
         framing: Framing,
     ) -> io::Result<()> {
@@ -186,7 +229,7 @@ impl Flow<'_> {
         }
     }
 
-    async fn flush(&self, to: &Socket, out: &mut Vec<u8>) -> io::Result<()> {
+    async fn flush(&self, to: &impl Stream, out: &mut Vec<u8>) -> io::Result<()> {
         let result = self.send(to, out).await;
         out.clear();
         result
@@ -196,9 +239,9 @@ impl Flow<'_> {
     /// the buffer (batched into `out`), chunk data is spliced.
     async fn chunked(
         &self,
-        from: &Socket,
+        from: &impl Stream,
         buf: &mut InBuf,
-        to: &Socket,
+        to: &impl Stream,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
         loop {
@@ -269,7 +312,7 @@ fn parse_hex(digits: &[u8]) -> Option<u64> {
 
 /// Pumps one direction of an upgraded connection until end of stream, then
 /// half-closes the other side; one op per read when the capsule has limits.
-pub async fn pump(flow: &Flow<'_>, from: &Socket, to: &Socket) -> io::Result<()> {
+pub async fn pump(flow: &Flow<'_>, from: &impl Stream, to: &impl Stream) -> io::Result<()> {
     loop {
         if flow.limits.ops.is_some() {
             flow.stats
@@ -278,7 +321,7 @@ pub async fn pump(flow: &Flow<'_>, from: &Socket, to: &Socket) -> io::Result<()>
                 .await;
         }
         if flow.splice_some(from, to, usize::MAX).await? == 0 {
-            to.shutdown_write();
+            to.shutdown_write().await;
             return Ok(());
         }
     }

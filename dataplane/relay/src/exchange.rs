@@ -1,32 +1,30 @@
-//! One client connection, request after request: read and route the head,
-//! check access, take or dial an upstream connection, relay the request and
-//! the response (bodies spliced), rewrite what a path route needs, and keep
+//! One client connection, request after request: read and check the head,
+//! let the policy admit it, take or dial an upstream connection, relay the
+//! request and the response (bodies spliced between plain sockets), and keep
 //! both sides alive when HTTP allows. An `Upgrade` answered with `101`
-//! becomes a raw bidirectional tunnel. Errors the proxy answers itself are
+//! becomes a raw bidirectional tunnel. Errors the relay answers itself are
 //! typed pages (see [`crate::errors`]).
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use futures_util::future::join;
+use futures_util::future::{Either, join, select};
+use warren_runtime::{self as runtime, Socket, Stream};
 
-use crate::access::{self, AGENT_TOKEN_HEADER, Caller};
 use crate::body::{Flow, pump};
 use crate::buf::InBuf;
 use crate::errors::{ErrorCode, ProxyError, wants_html};
-use crate::head::{Framing, Head, HeadError, is_hop_by_hop, list_has, push_header};
-use crate::location;
+use crate::head::{Framing, Head, HeadError, list_has};
 use crate::metrics::Metrics;
+use crate::policy::{Admitted, End, Policy, Request, View};
+use crate::proxy::Core;
 use crate::ratelimit::Resource;
-use crate::server::Core;
-use crate::table::{CapsuleState, Route};
-use crate::target::{self, RouteError, RouteKind, Target};
 use crate::tracking::{CapsuleStats, ConnHandle};
 use crate::upstream::{self, DialError};
-use warren_proto::addr::ENVD_PORT;
-use warren_runtime::{self as runtime, Socket};
 
 /// Whether the client connection carries another request.
 enum Next {
@@ -35,7 +33,12 @@ enum Next {
 }
 
 /// Serves one client connection until it closes, errs or idles out.
-pub(crate) async fn serve_client(core: Rc<Core>, client: Socket, peer: SocketAddr) {
+pub(crate) async fn serve_client<P: Policy, C: Stream>(
+    core: Rc<Core<P>>,
+    client: C,
+    peer: SocketAddr,
+    tls: bool,
+) {
     let conn = core.conns.register(Rc::clone(client.fd()));
     let metrics = &core.shared.metrics;
     metrics.connections_open.inc();
@@ -51,7 +54,7 @@ pub(crate) async fn serve_client(core: Rc<Core>, client: Socket, peer: SocketAdd
         }
         conn.set_busy(true);
         // Boxed so that an idle connection's task stays small.
-        let next = Box::pin(exchange(&core, &client, peer, &mut buf, &conn)).await;
+        let next = Box::pin(exchange(&core, &client, peer, tls, &mut buf, &conn)).await;
         conn.set_busy(false);
         if let Next::Close = next {
             break;
@@ -71,9 +74,9 @@ enum HeadFailure {
 type HeadParser = fn(&[u8]) -> Result<Option<(Head, usize)>, HeadError>;
 
 /// Reads one head into `buf`; `Ok(None)`: the peer closed before a byte.
-async fn read_head(
-    core: &Core,
-    sock: &Socket,
+async fn read_head<P: Policy>(
+    core: &Core<P>,
+    sock: &impl Stream,
     buf: &mut InBuf,
     parse: HeadParser,
     limit: usize,
@@ -109,7 +112,13 @@ async fn read_head(
 }
 
 /// Sends an error page; the connection closes after it when `close`.
-async fn reply(core: &Core, client: &Socket, error: &ProxyError, html: bool, close: bool) -> Next {
+async fn reply<P: Policy>(
+    core: &Core<P>,
+    client: &impl Stream,
+    error: &ProxyError,
+    html: bool,
+    close: bool,
+) -> Next {
     core.shared.metrics.error(error.code);
     tracing::debug!(code = error.code.as_str(), message = %error.message, "answering with an error");
     match client.send_all(&error.response(html, close)).await {
@@ -119,10 +128,11 @@ async fn reply(core: &Core, client: &Socket, error: &ProxyError, html: bool, clo
 }
 
 /// One request and its response.
-async fn exchange(
-    core: &Core,
-    client: &Socket,
+async fn exchange<P: Policy, C: Stream>(
+    core: &Core<P>,
+    client: &C,
     peer: SocketAddr,
+    tls: bool,
     buf: &mut InBuf,
     conn: &ConnHandle,
 ) -> Next {
@@ -149,17 +159,11 @@ async fn exchange(
             return reply(core, client, &error, false, true).await;
         }
         Some(Err(HeadFailure::Bad)) => {
-            return reply(
-                core,
-                client,
-                &ProxyError::new(
-                    ErrorCode::BadRequest,
-                    "the request head is not valid HTTP/1.1",
-                ),
-                false,
-                true,
-            )
-            .await;
+            let error = ProxyError::new(
+                ErrorCode::BadRequest,
+                "the request head is not valid HTTP/1.1",
+            );
+            return reply(core, client, &error, false, true).await;
         }
         None => {
             let error = ProxyError::new(
@@ -179,14 +183,8 @@ async fn exchange(
         .count();
     let framing = match head.request_framing() {
         Ok(_) if hosts > 1 => {
-            return reply(
-                core,
-                client,
-                &ProxyError::new(ErrorCode::BadRequest, "more than one Host header"),
-                html,
-                true,
-            )
-            .await;
+            let error = ProxyError::new(ErrorCode::BadRequest, "more than one Host header");
+            return reply(core, client, &error, html, true).await;
         }
         Ok(framing) => framing,
         Err(_) => {
@@ -199,91 +197,51 @@ async fn exchange(
     };
     // When we answer an error, keep the connection only if no body is pending.
     let close_on_error = framing != Framing::Empty || head.wants_close();
-    let table = core.shared.routes.load_full();
-    let admitted = admit(core, &head, &table);
-    let (caller, target, route) = match admitted {
+    let request = Request {
+        head: &head,
+        framing,
+        peer,
+        tls,
+    };
+    let view = View {
+        conns: &core.conns,
+        tracker: &core.shared.tracker,
+    };
+    let admitted = match core.policy.admit(&request, &view).await {
         Ok(admitted) => admitted,
         Err(error) => return reply(core, client, &error, html, close_on_error).await,
     };
-    let (key, stats) = core.conns.stats(&core.shared.tracker, &target.id);
-    if caller == Caller::Public && stats.is_draining() {
-        let error = ProxyError::new(
-            ErrorCode::CapsuleUnavailable,
-            format!(
-                "capsule {} is being paused or stopped; try again once it runs (port {})",
-                target.id, target.port
-            ),
-        );
-        return reply(core, client, &error, html, close_on_error).await;
-    }
-    conn.attach(&key, &stats);
-    stats.count_request();
+    let stats = if admitted.tracked {
+        let (key, stats) = core.conns.stats(&core.shared.tracker, &admitted.key);
+        conn.attach(&key, &stats);
+        stats.count_request();
+        stats
+    } else {
+        Arc::clone(&core.untracked)
+    };
     Metrics::add(&core.shared.metrics.requests);
     let exchange = Exchange {
         core,
         client,
-        peer,
-        head: &head,
-        framing,
-        target: &target,
-        route,
-        caller,
-        key: &key,
+        request: &request,
+        admitted: &admitted,
         stats: &stats,
         conn,
     };
-    let next = match exchange.relay(buf).await {
-        Ok(next) => next,
-        Err(Failure::Answer(error)) => reply(core, client, &error, html, true).await,
+    let (next, status) = match exchange.relay(buf).await {
+        Ok((next, status)) => (next, Some(status)),
+        Err(Failure::Answer(error)) => {
+            let status = error.code.status();
+            (reply(core, client, &error, html, true).await, Some(status))
+        }
         Err(Failure::Abort(error)) => {
-            tracing::debug!(capsule = %target.id, port = target.port, %error, "relay aborted");
-            Next::Close
+            tracing::debug!(upstream = %admitted.key, %error, "relay aborted");
+            (Next::Close, None)
         }
     };
     conn.set_upstream(None);
+    core.policy.on_end(admitted.ctx, End { status });
     next
-}
-
-/// Routes the request and checks it may pass.
-fn admit<'t>(
-    core: &Core,
-    head: &Head,
-    table: &'t Arc<crate::table::RouteTable>,
-) -> Result<(Caller, Target, &'t Route), ProxyError> {
-    let config = &core.shared.config;
-    let caller = access::classify(head, config.agent_token.as_ref())?;
-    let target = target::resolve(head, config.domain.as_deref()).map_err(|error| {
-        let code = if error == RouteError::NoCapsule {
-            ErrorCode::NoRoute
-        } else {
-            ErrorCode::BadTarget
-        };
-        ProxyError::new(code, error.to_string())
-    })?;
-    let (id, port) = (&target.id, target.port);
-    let route = table.get(id).ok_or_else(|| {
-        ProxyError::new(
-            ErrorCode::CapsuleNotFound,
-            format!("capsule {id} does not exist on this host (port {port})"),
-        )
-    })?;
-    match route.state {
-        CapsuleState::Running => {}
-        CapsuleState::Paused => {
-            return Err(ProxyError::new(
-                ErrorCode::CapsulePaused,
-                format!("capsule {id} is paused: resume it to reach port {port}"),
-            ));
-        }
-        CapsuleState::Unavailable => {
-            return Err(ProxyError::new(
-                ErrorCode::CapsuleUnavailable,
-                format!("capsule {id} is starting or stopping; port {port} cannot be reached now"),
-            ));
-        }
-    }
-    access::authorize(caller, head, &target, route)?;
-    Ok((caller, target, route))
 }
 
 /// How a relay failed.
@@ -292,26 +250,6 @@ enum Failure {
     Answer(ProxyError),
     /// The response had started (or the client is gone): just close.
     Abort(io::Error),
-}
-
-/// The upstream broke before answering: a 502 page, or close once bytes went out.
-fn upstream_broke(target: &Target, answered: bool, error: io::Error) -> Failure {
-    if answered {
-        return Failure::Abort(error);
-    }
-    let timed_out = error.kind() == io::ErrorKind::TimedOut;
-    let (code, what) = if timed_out {
-        (ErrorCode::UpstreamTimeout, "sent no response in time")
-    } else {
-        (
-            ErrorCode::UpstreamUnreachable,
-            "closed the connection or answered with invalid HTTP",
-        )
-    };
-    Failure::Answer(ProxyError::new(
-        code,
-        format!("capsule {} port {} {what}: {error}", target.id, target.port),
-    ))
 }
 
 /// True for errors that mean the peer had closed the connection.
@@ -323,83 +261,100 @@ fn upstream_closed(error: &io::Error) -> bool {
 }
 
 /// Everything one relayed request needs.
-struct Exchange<'a> {
-    core: &'a Core,
-    client: &'a Socket,
-    peer: SocketAddr,
-    head: &'a Head,
-    framing: Framing,
-    target: &'a Target,
-    route: &'a Route,
-    caller: Caller,
-    key: &'a Rc<str>,
+struct Exchange<'a, P: Policy, C> {
+    core: &'a Core<P>,
+    client: &'a C,
+    request: &'a Request<'a>,
+    admitted: &'a Admitted<P::Ctx>,
     stats: &'a Arc<CapsuleStats>,
     conn: &'a ConnHandle,
 }
 
-impl Exchange<'_> {
-    fn flow(&self, to_capsule: bool, idle: bool) -> Flow<'_> {
+impl<P: Policy, C: Stream> Exchange<'_, P, C> {
+    fn flow(&self, to_upstream: bool, idle: bool) -> Flow<'_> {
         Flow {
             stats: self.stats,
-            limits: &self.route.limits,
-            to_capsule,
+            limits: &self.admitted.limits,
+            to_capsule: to_upstream,
             pipes: &self.core.pipes,
             bufs: &self.core.bufs,
             idle: idle.then_some(self.core.shared.config.idle_timeout),
+            activity: None,
         }
     }
 
-    fn upstream_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.route.address, self.target.port)
+    /// The upstream broke before answering: a 502/504 page naming it.
+    fn upstream_broke(&self, error: io::Error) -> Failure {
+        let timed_out = error.kind() == io::ErrorKind::TimedOut;
+        let (code, what) = if timed_out {
+            (ErrorCode::UpstreamTimeout, "sent no response in time")
+        } else {
+            (
+                ErrorCode::UpstreamUnreachable,
+                "closed the connection or answered with invalid HTTP",
+            )
+        };
+        let name = self.core.policy.upstream_name(&self.admitted.ctx);
+        Failure::Answer(ProxyError::new(code, format!("{name} {what}: {error}")))
     }
 
     /// A pooled connection, or a new one.
     async fn connect(&self, pooled: bool) -> Result<(Socket, bool), Failure> {
         let config = &self.core.shared.config;
-        let addr = self.upstream_addr();
+        let addr = self.admitted.addr;
         // A request without a body is retried on a fresh connection if a
         // pooled one turns out closed, so it needs no liveness probe.
-        let probe = self.framing != Framing::Empty;
+        let probe = self.request.framing != Framing::Empty;
         if pooled
-            && let Some(socket) =
-                self.core
-                    .upstreams
-                    .take(self.key, addr, config.upstream_idle_timeout, probe)
+            && let Some(socket) = self.core.upstreams.take(
+                &self.admitted.key,
+                addr,
+                config.upstream_idle_timeout,
+                probe,
+            )
         {
             Metrics::add(&self.core.shared.metrics.upstream_reused);
             return Ok((socket, true));
         }
         Metrics::add(&self.core.shared.metrics.upstream_dials);
-        let (id, port) = (&self.target.id, self.target.port);
+        let name = || self.core.policy.upstream_name(&self.admitted.ctx);
         match upstream::dial(addr, config).await {
             Ok(socket) => Ok((socket, false)),
             Err(DialError::TimedOut(after)) => Err(Failure::Answer(ProxyError::new(
                 ErrorCode::UpstreamTimeout,
-                format!("capsule {id} port {port} did not accept a connection within {after:?}"),
+                format!("{} did not accept a connection within {after:?}", name()),
             ))),
             Err(DialError::Failed { attempts, source }) => Err(Failure::Answer(ProxyError::new(
                 ErrorCode::UpstreamUnreachable,
                 format!(
-                    "nothing answers on capsule {id} port {port} ({attempts} attempt(s): {source})"
+                    "nothing answers on {} ({attempts} attempt(s): {source})",
+                    name()
                 ),
             ))),
         }
     }
 
-    async fn relay(&self, buf: &mut InBuf) -> Result<Next, Failure> {
-        let limits = &self.route.limits;
+    /// Relays the request and its response; the response status on success.
+    async fn relay(&self, buf: &mut InBuf) -> Result<(Next, u16), Failure> {
+        let head = self.request.head;
+        let framing = self.request.framing;
+        let limits = &self.admitted.limits;
         if limits.ops.is_some() {
             self.stats.limiter.acquire(limits, Resource::Ops, 1).await;
         }
-        let upgrade =
-            self.head.has_token("connection", b"upgrade") && self.head.header("upgrade").is_some();
-        let expect = self.framing != Framing::Empty
-            && self
-                .head
+        let upgrade = head.has_token("connection", b"upgrade") && head.header("upgrade").is_some();
+        let expect = framing != Framing::Empty
+            && head
                 .header("expect")
                 .is_some_and(|v| list_has(v, b"100-continue"));
-        let request_head = self.request_head(upgrade);
-        let (to_capsule, from_capsule) = (self.flow(true, true), self.flow(false, true));
+        let mut request_head = Vec::with_capacity(head.target().len() + 512);
+        self.core.policy.upstream_request(
+            &self.admitted.ctx,
+            self.request,
+            upgrade,
+            &mut request_head,
+        );
+        let (to_upstream, from_upstream) = (self.flow(true, true), self.flow(false, true));
         let mut pooled = true;
         loop {
             let (upstream, reused) = self.connect(pooled).await?;
@@ -419,18 +374,18 @@ impl Exchange<'_> {
                 )
                 .await
             } else {
-                to_capsule
-                    .body(self.client, buf, &upstream, &mut out, self.framing)
+                to_upstream
+                    .body(self.client, buf, &upstream, &mut out, framing)
                     .await
             };
             if let Err(error) = sent {
                 // A pooled connection the upstream closed meanwhile: retry
                 // on a fresh one when nothing of a body was consumed.
-                if reused && self.framing == Framing::Empty && upstream_closed(&error) {
+                if reused && framing == Framing::Empty && upstream_closed(&error) {
                     pooled = false;
                     continue;
                 }
-                return Err(upstream_broke(self.target, false, error));
+                return Err(self.upstream_broke(error));
             }
             let response = match early_final {
                 Some(head) => Ok(Some(head)),
@@ -443,27 +398,22 @@ impl Exchange<'_> {
                 Ok(Some(head)) => head,
                 // The upstream closed a pooled connection under us before
                 // answering a byte: the request never ran, try a fresh one.
-                Ok(None) if reused && self.framing == Framing::Empty => {
+                Ok(None) if reused && framing == Framing::Empty => {
                     pooled = false;
                     continue;
                 }
-                Err(error)
-                    if reused && self.framing == Framing::Empty && upstream_closed(&error) =>
-                {
+                Err(error) if reused && framing == Framing::Empty && upstream_closed(&error) => {
                     pooled = false;
                     continue;
                 }
                 Ok(None) => {
-                    return Err(upstream_broke(
-                        self.target,
-                        false,
-                        io::ErrorKind::UnexpectedEof.into(),
-                    ));
+                    return Err(self.upstream_broke(io::ErrorKind::UnexpectedEof.into()));
                 }
-                Err(error) => return Err(upstream_broke(self.target, false, error)),
+                Err(error) => return Err(self.upstream_broke(error)),
             };
             let body_sent = !expect || sent_continue;
-            return self
+            let status = response.status();
+            let next = self
                 .respond(
                     upstream,
                     upstream_buf,
@@ -471,9 +421,10 @@ impl Exchange<'_> {
                     upgrade,
                     body_sent,
                     buf,
-                    &from_capsule,
+                    &from_upstream,
                 )
-                .await;
+                .await?;
+            return Ok((next, status));
         }
     }
 
@@ -489,8 +440,8 @@ impl Exchange<'_> {
         sent_continue: &mut bool,
         early_final: &mut Option<Head>,
     ) -> io::Result<()> {
-        let to_capsule = self.flow(true, true);
-        to_capsule.send(upstream, out).await?;
+        let to_upstream = self.flow(true, true);
+        to_upstream.send(upstream, out).await?;
         out.clear();
         let config = &self.core.shared.config;
         if runtime::timeout(config.expect_continue_timeout, upstream.readable())
@@ -515,8 +466,8 @@ impl Exchange<'_> {
                 .await?;
         }
         *sent_continue = true;
-        to_capsule
-            .body(self.client, buf, upstream, out, self.framing)
+        to_upstream
+            .body(self.client, buf, upstream, out, self.request.framing)
             .await
     }
 
@@ -556,7 +507,14 @@ impl Exchange<'_> {
                 101 => return Ok(Some(head)),
                 100 if sent_continue => {}
                 100..=199 => {
-                    let interim = self.response_head_bytes(&head, false);
+                    let mut interim = Vec::with_capacity(256);
+                    self.core.policy.response(
+                        &self.admitted.ctx,
+                        self.request,
+                        &head,
+                        false,
+                        &mut interim,
+                    );
                     self.flow(false, false).send(self.client, &interim).await?;
                     if expecting_continue && head.status() == 100 {
                         return Ok(Some(head));
@@ -578,28 +536,30 @@ impl Exchange<'_> {
         upgrade: bool,
         request_body_sent: bool,
         buf: &mut InBuf,
-        from_capsule: &Flow<'_>,
+        from_upstream: &Flow<'_>,
     ) -> Result<Next, Failure> {
+        let head = self.request.head;
         if response.status() == 101 {
             if !upgrade {
-                return Err(upstream_broke(
-                    self.target,
-                    false,
-                    io::Error::new(io::ErrorKind::InvalidData, "101 without an upgrade request"),
-                ));
+                return Err(self.upstream_broke(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "101 without an upgrade request",
+                )));
             }
             return self.tunnel(upstream, upstream_buf, &response, buf).await;
         }
-        let framing = response.response_framing(self.head.method()).map_err(|_| {
-            upstream_broke(
-                self.target,
-                false,
-                io::Error::new(io::ErrorKind::InvalidData, "ambiguous response framing"),
-            )
+        let framing = response.response_framing(head.method()).map_err(|_| {
+            self.upstream_broke(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "ambiguous response framing",
+            ))
         })?;
-        let close = self.head.wants_close() || framing == Framing::UntilClose || !request_body_sent;
-        let mut out = self.response_head_bytes(&response, close);
-        from_capsule
+        let close = head.wants_close() || framing == Framing::UntilClose || !request_body_sent;
+        let mut out = Vec::with_capacity(512);
+        self.core
+            .policy
+            .response(&self.admitted.ctx, self.request, &response, close, &mut out);
+        from_upstream
             .body(&upstream, &mut upstream_buf, self.client, &mut out, framing)
             .await
             .map_err(Failure::Abort)?;
@@ -612,8 +572,8 @@ impl Exchange<'_> {
         if reusable {
             let config = &self.core.shared.config;
             self.core.upstreams.put(
-                self.key,
-                self.upstream_addr(),
+                &self.admitted.key,
+                self.admitted.addr,
                 upstream,
                 config.upstream_idle_max,
             );
@@ -622,7 +582,8 @@ impl Exchange<'_> {
     }
 
     /// After `101 Switching Protocols`: raw bytes both ways until both sides
-    /// have closed their half (or either breaks).
+    /// have closed their half, either breaks, or no byte moves either way
+    /// for the tunnel idle timeout.
     async fn tunnel(
         &self,
         upstream: Socket,
@@ -631,8 +592,19 @@ impl Exchange<'_> {
         buf: &mut InBuf,
     ) -> Result<Next, Failure> {
         Metrics::add(&self.core.shared.metrics.tunnels);
-        let (up, down) = (self.flow(true, false), self.flow(false, false));
-        let mut out = self.response_head_bytes(response, false);
+        let activity = Cell::new(Instant::now());
+        let up = Flow {
+            activity: Some(&activity),
+            ..self.flow(true, false)
+        };
+        let down = Flow {
+            activity: Some(&activity),
+            ..self.flow(false, false)
+        };
+        let mut out = Vec::with_capacity(512);
+        self.core
+            .policy
+            .response(&self.admitted.ctx, self.request, response, false, &mut out);
         out.extend_from_slice(upstream_buf.data());
         let leftover = buf.data().len();
         let head_sent = async {
@@ -643,141 +615,36 @@ impl Exchange<'_> {
         buf.consume(leftover);
         upstream_buf.consume(upstream_buf.data().len());
         let client = self.client;
+        let close_both = || {
+            runtime::shutdown_both(client.fd());
+            runtime::shutdown_both(upstream.fd());
+        };
         let closer = |result: io::Result<()>| {
             if result.is_err() {
                 // One side broke: wake the other direction too.
-                runtime::shutdown_both(client.fd());
-                runtime::shutdown_both(upstream.fd());
+                close_both();
             }
         };
-        join(
+        let pumps = join(
             async { closer(pump(&up, client, &upstream).await) },
             async { closer(pump(&down, &upstream, client).await) },
-        )
-        .await;
-        Ok(Next::Close)
-    }
-
-    /// The head sent upstream: hop-by-hop and routing headers dropped,
-    /// `X-Forwarded-*` set, the envd token injected for internal calls.
-    fn request_head(&self, upgrade: bool) -> Vec<u8> {
-        let head = self.head;
-        let inject = match (&self.route.envd_access_token, self.caller, self.target.port) {
-            (Some(token), Caller::Internal, ENVD_PORT) => Some(token),
-            _ => None,
-        };
-        let mut out = Vec::with_capacity(head.target().len() + 512);
-        out.extend_from_slice(head.method());
-        out.push(b' ');
-        out.extend_from_slice(&self.target.upstream_path);
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut forwarded_for: Option<&[u8]> = None;
-        for (name, value) in head.headers() {
-            let lower = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-            if lower("x-forwarded-for") {
-                forwarded_for = Some(value);
-                continue;
-            }
-            let dropped = is_hop_by_hop(name)
-                || lower(AGENT_TOKEN_HEADER)
-                || lower("e2b-traffic-access-token")
-                || lower("e2b-sandbox-id")
-                || lower("e2b-sandbox-port")
-                || lower("x-forwarded-proto")
-                || lower("x-forwarded-host")
-                || lower("x-forwarded-prefix")
-                || (inject.is_some() && lower("x-access-token"))
-                || head
-                    .headers()
-                    .any(|(n, v)| n.eq_ignore_ascii_case(b"connection") && list_has(v, name));
-            if !dropped {
-                push_header(&mut out, name, value);
-            }
-        }
-        if upgrade && let Some(protocol) = head.header("upgrade") {
-            push_header(&mut out, b"connection", b"upgrade");
-            push_header(&mut out, b"upgrade", protocol);
-        }
-        let ip = self.peer.ip().to_string();
-        match forwarded_for {
-            Some(previous) => push_header(
-                &mut out,
-                b"x-forwarded-for",
-                &[previous, b", ", ip.as_bytes()].concat(),
-            ),
-            None => push_header(&mut out, b"x-forwarded-for", ip.as_bytes()),
-        }
-        push_header(
-            &mut out,
-            b"x-forwarded-proto",
-            self.core.shared.config.forwarded_proto.as_bytes(),
         );
-        if let Some(host) = head.header("host") {
-            push_header(&mut out, b"x-forwarded-host", host);
-        }
-        if let RouteKind::Path { prefix } = &self.target.kind {
-            push_header(&mut out, b"x-forwarded-prefix", prefix.as_bytes());
-        }
-        if let Some(token) = inject {
-            push_header(&mut out, b"x-access-token", token.expose().as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-        out
-    }
-
-    /// The head sent to the client: hop-by-hop headers dropped (kept for a
-    /// `101`), `Location` rewritten on path routes, `connection: close` when
-    /// we close after it.
-    fn response_head_bytes(&self, response: &Head, close: bool) -> Vec<u8> {
-        let switching = response.status() == 101;
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(format!("HTTP/1.1 {} ", response.status()).as_bytes());
-        out.extend_from_slice(response.reason());
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in response.headers() {
-            if !switching
-                && (is_hop_by_hop(name)
-                    || response
-                        .headers()
-                        .any(|(n, v)| n.eq_ignore_ascii_case(b"connection") && list_has(v, name)))
-            {
-                continue;
+        let idle = self.core.shared.config.tunnel_idle_timeout;
+        let watchdog = async {
+            let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+            loop {
+                runtime::sleep(tick).await;
+                if activity.get().elapsed() >= idle {
+                    close_both();
+                    return;
+                }
             }
-            if name.eq_ignore_ascii_case(b"location")
-                && let RouteKind::Path { prefix } = &self.target.kind
-                && let Some(rewritten) = self.rewrite_location(value, prefix)
-            {
-                push_header(&mut out, name, &rewritten);
-                continue;
-            }
-            push_header(&mut out, name, value);
+        };
+        futures_util::pin_mut!(pumps, watchdog);
+        if let Either::Right(((), pumps)) = select(pumps, watchdog).await {
+            // The watchdog closed both sides: let the pumps wind down.
+            pumps.await;
         }
-        if close {
-            push_header(&mut out, b"connection", b"close");
-        }
-        out.extend_from_slice(b"\r\n");
-        out
-    }
-
-    fn rewrite_location(&self, value: &[u8], prefix: &str) -> Option<Vec<u8>> {
-        let port = self.target.port;
-        let mut hosts = vec![
-            format!("{}:{port}", SocketAddr::new(self.route.address, port).ip()),
-            self.upstream_addr().to_string(),
-            format!("localhost:{port}"),
-            format!("127.0.0.1:{port}"),
-        ];
-        if port == 80 {
-            hosts.extend([
-                self.route.address.to_string(),
-                "localhost".into(),
-                "127.0.0.1".into(),
-            ]);
-        }
-        let mut authorities: Vec<&[u8]> = hosts.iter().map(|h| h.as_bytes()).collect();
-        if let Some(host) = self.head.header("host") {
-            authorities.push(host);
-        }
-        location::rewrite(value, prefix, &authorities)
+        Ok(Next::Close)
     }
 }

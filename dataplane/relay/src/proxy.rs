@@ -1,9 +1,9 @@
-//! The running proxy: one runtime per core, each with its own `SO_REUSEPORT`
-//! listener, upstream pool, pipes and buffers, sharing only the routing
-//! table, the capsule counters and the metrics. [`Proxy`] is the handle the
-//! sandbox manager keeps: counters, `drain`, `evict`, `reopen`, shutdown.
-//! Drain and evict travel to every core as commands, because only a core may
-//! touch its own connections.
+//! The running relay: one runtime per core, each with its own `SO_REUSEPORT`
+//! listener, policy value, upstream pool, pipes and buffers, sharing only the
+//! tracked counters, the connection caps, TLS and the metrics. [`Relay`] is
+//! the handle its owner keeps: counters, `drain`, `evict`, `reopen`, TLS
+//! reload, shutdown. Drain and evict travel to every core as commands,
+//! because only a core may touch its own connections.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -15,30 +15,38 @@ use std::time::{Duration, Instant};
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 
+use warren_runtime::{self as runtime, CoreJob, Cores, Listener, PipePool, Socket, shutdown_both};
+
 use crate::buf::BufPool;
-use crate::config::ProxyConfig;
+use crate::config::RelayConfig;
+use crate::errors::{ErrorCode, ProxyError};
+use crate::exchange;
+use crate::limits::{ConnLimits, ConnPermit, Refused};
 use crate::metrics::Metrics;
-use crate::relay;
-use crate::table::Routes;
+use crate::policy::Policy;
+use crate::tls::{TlsAcceptor, TlsError};
 use crate::tracking::{CapsuleStats, CoreConns, StatsSnapshot, Tracker};
 use crate::upstream::UpstreamPool;
-use warren_runtime::{self as runtime, CoreJob, Cores, Listener, PipePool, shutdown_both};
 
 /// What every core shares.
 pub(crate) struct Shared {
-    pub(crate) config: ProxyConfig,
-    pub(crate) routes: Arc<Routes>,
+    pub(crate) config: RelayConfig,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) metrics: Metrics,
+    pub(crate) limits: Arc<ConnLimits>,
+    pub(crate) tls: Option<TlsAcceptor>,
 }
 
 /// One core's state; lives on that core's thread only.
-pub(crate) struct Core {
+pub(crate) struct Core<P> {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) policy: P,
     pub(crate) conns: Rc<CoreConns>,
     pub(crate) upstreams: UpstreamPool,
     pub(crate) pipes: PipePool,
     pub(crate) bufs: BufPool,
+    /// Counters of untracked traffic (never registered, never read).
+    pub(crate) untracked: Arc<CapsuleStats>,
 }
 
 enum Command {
@@ -56,9 +64,12 @@ enum Command {
     Shutdown,
 }
 
-/// The proxy could not start.
+/// The relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The TLS certificates cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -72,8 +83,8 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-/// A running proxy.
-pub struct Proxy {
+/// A running relay.
+pub struct Relay {
     shared: Arc<Shared>,
     cores: Vec<mpsc::UnboundedSender<Command>>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -87,9 +98,23 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// How often a drain looks at its capsule's connections.
 const DRAIN_TICK: Duration = Duration::from_millis(10);
 
-impl Proxy {
-    /// Binds `config.listen` on every core and starts relaying with `routes`.
-    pub fn start(config: ProxyConfig, routes: Arc<Routes>) -> Result<Self, StartError> {
+impl Relay {
+    /// Binds `config.listen` on every core (TLS on every connection when
+    /// `tls` is given) and starts relaying under the policy `make_policy`
+    /// makes on each core (called with the core's index, on its thread).
+    pub fn start<P, F>(
+        config: RelayConfig,
+        tls: Option<TlsAcceptor>,
+        make_policy: F,
+    ) -> Result<Self, StartError>
+    where
+        P: Policy,
+        F: Fn(usize) -> P + Send + Sync + 'static,
+    {
+        match crate::limits::raise_nofile() {
+            Ok(limit) => tracing::debug!(limit, "open-file limit"),
+            Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+        }
         let cores = config.cores.max(1);
         let bind = |addr| {
             Listener::bind_reuseport(addr, config.backlog)
@@ -106,24 +131,31 @@ impl Proxy {
         }
         let tracker = Arc::new(Tracker::default());
         let shared = Arc::new(Shared {
+            limits: Arc::new(ConnLimits::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            )),
             config,
-            routes,
             metrics: Metrics::new(Arc::clone(&tracker)),
             tracker,
+            tls,
         });
+        let make_policy = Arc::new(make_policy);
         let mut senders = Vec::with_capacity(cores);
         let mut threads = Vec::with_capacity(cores);
         for (index, listener) in listeners.into_iter().enumerate() {
             let (tx, rx) = mpsc::unbounded();
             let shared = Arc::clone(&shared);
-            let thread = runtime::spawn_core(format!("warren-proxy-{index}"), move || {
-                run_core(shared, listener, rx)
+            let make_policy = Arc::clone(&make_policy);
+            let thread = runtime::spawn_core(format!("warren-relay-{index}"), move || {
+                run_core(shared, make_policy(index), listener, rx)
             })
             .map_err(StartError::Thread)?;
             senders.push(tx);
             threads.push(thread);
         }
-        tracing::info!(%addr, cores, "proxy listening");
+        let tls = shared.tls.is_some();
+        tracing::info!(%addr, cores, tls, "relay listening");
         Ok(Self {
             shared,
             cores: senders,
@@ -133,14 +165,28 @@ impl Proxy {
         })
     }
 
-    /// The address the proxy listens on.
+    /// The address the relay listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The routing table the proxy reads; publish a new one to change routes.
-    pub fn routes(&self) -> &Arc<Routes> {
-        &self.shared.routes
+    /// Reads the TLS certificate files again (new handshakes use them); a
+    /// no-op without TLS.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.shared.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// The TLS certificate files served, if any.
+    pub fn tls_files(&self) -> &[crate::tls::CertFiles] {
+        self.shared.tls.as_ref().map_or(&[], |t| t.files())
+    }
+
+    /// Client connections open now (all cores).
+    pub fn open_connections(&self) -> usize {
+        self.shared.limits.open_now()
     }
 
     /// The live counters of capsule `id` (atomics; read them any time),
@@ -188,8 +234,8 @@ impl Proxy {
     /// requests still pass), closes its idle keep-alive connections, waits up
     /// to `grace` for requests in flight, then force-closes every remaining
     /// connection of the capsule. Returns when they are all closed. The
-    /// capsule stays closed to public traffic until [`Proxy::reopen`] or
-    /// [`Proxy::evict`]. Runtime-agnostic: await it from any executor.
+    /// capsule stays closed to public traffic until [`Relay::reopen`] or
+    /// [`Relay::evict`]. Runtime-agnostic: await it from any executor.
     pub async fn drain(&self, id: &str, grace: Duration) {
         self.capsule(id).set_draining(true);
         self.broadcast(|done| Command::Drain {
@@ -246,7 +292,7 @@ impl Proxy {
     }
 }
 
-impl Cores for Proxy {
+impl Cores for Relay {
     fn submit(&self, job: CoreJob) -> bool {
         let first = self.next_core.fetch_add(1, Ordering::Relaxed);
         let mut command = Command::Run(job);
@@ -261,23 +307,26 @@ impl Cores for Proxy {
     }
 }
 
-impl Drop for Proxy {
+impl Drop for Relay {
     fn drop(&mut self) {
         self.shutdown();
     }
 }
 
-async fn run_core(
+async fn run_core<P: Policy>(
     shared: Arc<Shared>,
+    policy: P,
     listener: OwnedFd,
     commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let core = Rc::new(Core {
         bufs: BufPool::new(shared.config.max_head_bytes.max(16 << 10)),
         shared,
+        policy,
         conns: Rc::default(),
         upstreams: UpstreamPool::default(),
         pipes: PipePool::default(),
+        untracked: Arc::default(),
     });
     let listener = Listener::new(listener);
     runtime::spawn(control(
@@ -290,7 +339,10 @@ async fn run_core(
         match listener.accept().await {
             Ok((client, peer)) => {
                 Metrics::add(&core.shared.metrics.connections_accepted);
-                runtime::spawn(relay::serve_client(Rc::clone(&core), client, peer));
+                match core.shared.limits.open(peer.ip()) {
+                    Ok(permit) => runtime::spawn(serve(Rc::clone(&core), client, peer, permit)),
+                    Err(refused) => runtime::spawn(refuse(Rc::clone(&core), client, refused)),
+                }
             }
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => break,
             Err(error) => {
@@ -309,8 +361,47 @@ async fn run_core(
     }
 }
 
+/// One accepted connection: the TLS handshake if configured (bounded by the
+/// header timeout), then its requests.
+async fn serve<P: Policy>(
+    core: Rc<Core<P>>,
+    client: Socket,
+    peer: SocketAddr,
+    _permit: ConnPermit,
+) {
+    let Some(tls) = &core.shared.tls else {
+        return exchange::serve_client(core, client, peer, false).await;
+    };
+    let timeout = core.shared.config.header_timeout;
+    match runtime::timeout(timeout, tls.accept(client)).await {
+        Some(Ok(stream)) => exchange::serve_client(Rc::clone(&core), stream, peer, true).await,
+        Some(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        None => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// A connection over a cap: a 503 page (plain HTTP only), then close.
+async fn refuse<P: Policy>(core: Rc<Core<P>>, client: Socket, refused: Refused) {
+    core.shared.metrics.error(ErrorCode::TooManyConnections);
+    if core.shared.tls.is_some() {
+        return;
+    }
+    let message = match refused {
+        Refused::Total(max) => format!("the relay holds {max} connections already; try again"),
+        Refused::PerIp(max) => {
+            format!("your address holds {max} connections already; close some and try again")
+        }
+    };
+    let page = ProxyError::new(ErrorCode::TooManyConnections, message).retry_after(1);
+    let _ = runtime::timeout(
+        Duration::from_secs(1),
+        client.send_all(&page.response(false, true)),
+    )
+    .await;
+}
+
 /// Closes this core's connections that sat idle too long (see [`CoreConns::sweep`]).
-async fn sweep_idle(core: Rc<Core>) {
+async fn sweep_idle<P: Policy>(core: Rc<Core<P>>) {
     let config = &core.shared.config;
     let tick = (config.header_timeout.min(config.idle_timeout) / 4)
         .clamp(Duration::from_millis(5), Duration::from_secs(1));
@@ -321,8 +412,8 @@ async fn sweep_idle(core: Rc<Core>) {
     }
 }
 
-async fn control(
-    core: Rc<Core>,
+async fn control<P: Policy>(
+    core: Rc<Core<P>>,
     listener: Rc<OwnedFd>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
@@ -342,7 +433,12 @@ async fn control(
 
 /// Closes capsule `id`'s connections on this core: idle ones at once, busy
 /// ones after `grace` (all at once when `None`), then waits for them to end.
-async fn drain(core: Rc<Core>, id: String, grace: Option<Duration>, done: oneshot::Sender<()>) {
+async fn drain<P: Policy>(
+    core: Rc<Core<P>>,
+    id: String,
+    grace: Option<Duration>,
+    done: oneshot::Sender<()>,
+) {
     if let Some(grace) = grace {
         let deadline = Instant::now() + grace;
         while core.conns.close(&id, true) < core.conns.count(&id) && Instant::now() < deadline {

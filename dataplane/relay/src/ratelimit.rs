@@ -10,8 +10,36 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::table::{BucketConfig, Limits};
+use serde::Deserialize;
 use warren_runtime as runtime;
+
+/// One token bucket, with Firecracker's `TokenBucket` semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct BucketConfig {
+    /// Tokens the bucket holds when full (bytes or operations).
+    pub size: u64,
+    /// Extra tokens available once, at the start, that never refill.
+    #[serde(default)]
+    pub one_time_burst: u64,
+    /// Milliseconds to refill `size` tokens from empty.
+    pub refill_time: u64,
+}
+
+/// A capsule's rate limits; each absent bucket means "unlimited".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Limits {
+    /// Relayed bytes (both directions count against it).
+    pub bandwidth: Option<BucketConfig>,
+    /// Operations: one per relayed request, one per read on an upgraded tunnel.
+    pub ops: Option<BucketConfig>,
+}
+
+impl Limits {
+    /// True when neither bucket is configured.
+    pub fn is_unlimited(&self) -> bool {
+        self.bandwidth.is_none() && self.ops.is_none()
+    }
+}
 
 #[derive(Debug)]
 struct TokenBucket {

@@ -286,6 +286,68 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// True when `head`'s `Connection` header lists `name` (a header that then
+/// describes this hop only).
+pub fn connection_lists(head: &Head, name: &[u8]) -> bool {
+    head.headers()
+        .any(|(n, v)| n.eq_ignore_ascii_case(b"connection") && list_has(v, name))
+}
+
+/// Starts a request head for the upstream: the request line with `target`,
+/// then every header of `head` except hop-by-hop ones, those its
+/// `Connection` header names, and those `drop` refuses. For an `upgrade`,
+/// `Connection: upgrade` and the client's `Upgrade` follow. The caller adds
+/// its own headers and the final empty line.
+pub fn write_request_start(
+    out: &mut Vec<u8>,
+    head: &Head,
+    target: &[u8],
+    upgrade: bool,
+    drop: impl Fn(&[u8]) -> bool,
+) {
+    out.extend_from_slice(head.method());
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in head.headers() {
+        if !(is_hop_by_hop(name) || drop(name) || connection_lists(head, name)) {
+            push_header(out, name, value);
+        }
+    }
+    if upgrade && let Some(protocol) = head.header("upgrade") {
+        push_header(out, b"connection", b"upgrade");
+        push_header(out, b"upgrade", protocol);
+    }
+}
+
+/// Writes the response head for the client: the status line, every header
+/// except hop-by-hop ones (all kept for a `101`), `connection: close` when
+/// `close`. `rewrite(name, value, out)` may write a header in place of one
+/// and return `true`.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    response: &Head,
+    close: bool,
+    mut rewrite: impl FnMut(&[u8], &[u8], &mut Vec<u8>) -> bool,
+) {
+    let switching = response.status() == 101;
+    out.extend_from_slice(format!("HTTP/1.1 {} ", response.status()).as_bytes());
+    out.extend_from_slice(response.reason());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        if !switching && (is_hop_by_hop(name) || connection_lists(response, name)) {
+            continue;
+        }
+        if !rewrite(name, value, out) {
+            push_header(out, name, value);
+        }
+    }
+    if close {
+        push_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::io;
 
-use warren_runtime::Socket;
+use warren_runtime::Stream;
 
 /// Idle buffers kept per core.
 const POOL_MAX: usize = 1024;
@@ -25,14 +25,14 @@ impl BufPool {
         }
     }
 
-    fn take(&self) -> Box<[u8]> {
+    pub(crate) fn take(&self) -> Box<[u8]> {
         self.idle
             .borrow_mut()
             .pop()
             .unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
     }
 
-    fn put(&self, buf: Box<[u8]>) {
+    pub(crate) fn put(&self, buf: Box<[u8]>) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() < POOL_MAX {
             idle.push(buf);
@@ -98,7 +98,7 @@ impl InBuf {
 
     /// Receives what is already waiting on `sock` without blocking: `None`
     /// when nothing is, `Some(0)` at end of stream (or when full).
-    pub fn try_fill(&mut self, sock: &Socket, pool: &BufPool) -> io::Result<Option<usize>> {
+    pub fn try_fill(&mut self, sock: &impl Stream, pool: &BufPool) -> io::Result<Option<usize>> {
         let spare = self.spare(pool);
         if spare.is_empty() {
             return Ok(Some(0));
@@ -112,7 +112,7 @@ impl InBuf {
 
     /// Receives at least one byte; `0` means end of stream (or full: check
     /// [`InBuf::is_full`] first).
-    pub async fn fill(&mut self, sock: &Socket, pool: &BufPool) -> io::Result<usize> {
+    pub async fn fill(&mut self, sock: &impl Stream, pool: &BufPool) -> io::Result<usize> {
         loop {
             if let Some(n) = self.try_fill(sock, pool)? {
                 return Ok(n);

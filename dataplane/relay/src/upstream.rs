@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::config::ProxyConfig;
+use crate::config::RelayConfig;
 use warren_runtime::{self as runtime, Socket};
 
 /// Why no upstream connection could be made.
@@ -31,7 +31,7 @@ pub enum DialError {
 
 /// Connects to `addr`, retrying after "connection refused" with the
 /// configured backoff (100 ms then 200 ms by default: 3 attempts).
-pub async fn dial(addr: SocketAddr, config: &ProxyConfig) -> Result<Socket, DialError> {
+pub async fn dial(addr: SocketAddr, config: &RelayConfig) -> Result<Socket, DialError> {
     let mut attempt = 0;
     loop {
         attempt += 1;

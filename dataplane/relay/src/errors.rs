@@ -1,6 +1,7 @@
-//! Typed errors the proxy answers itself, and their pages: a small HTML page
-//! for browsers (`Accept: text/html`), `{"error":{"code","message"}}` for
-//! everyone else. Messages name the capsule and port when there is one.
+//! Typed errors the relay (engine or policy) answers itself, and their pages:
+//! a small HTML page for browsers (`Accept: text/html`),
+//! `{"error":{"code","message"}}` for everyone else. Messages name the
+//! capsule and port when there is one.
 
 use std::fmt::Write as _;
 
@@ -27,19 +28,25 @@ pub enum ErrorCode {
     HeadTimeout,
     /// 409: the capsule is paused.
     CapsulePaused,
+    /// 429: too many requests for this client's key; see `Retry-After`.
+    RateLimited,
     /// 431: the request head is too large.
     HeadTooLarge,
     /// 502: nothing answers on the capsule port, or it broke the protocol.
     UpstreamUnreachable,
     /// 503: the capsule is being drained, evicted, started or stopped.
     CapsuleUnavailable,
+    /// 503: too many client connections (from this address, or in all).
+    TooManyConnections,
     /// 504: the capsule port did not accept in time.
     UpstreamTimeout,
+    /// 508: the request already crossed another edge and would go round.
+    LoopDetected,
 }
 
 impl ErrorCode {
     /// All codes, for metrics.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::NoRoute,
         ErrorCode::BadTarget,
@@ -50,10 +57,13 @@ impl ErrorCode {
         ErrorCode::CapsuleNotFound,
         ErrorCode::HeadTimeout,
         ErrorCode::CapsulePaused,
+        ErrorCode::RateLimited,
         ErrorCode::HeadTooLarge,
         ErrorCode::UpstreamUnreachable,
         ErrorCode::CapsuleUnavailable,
+        ErrorCode::TooManyConnections,
         ErrorCode::UpstreamTimeout,
+        ErrorCode::LoopDetected,
     ];
 
     /// The HTTP status.
@@ -67,10 +77,12 @@ impl ErrorCode {
             ErrorCode::CapsuleNotFound => 404,
             ErrorCode::HeadTimeout => 408,
             ErrorCode::CapsulePaused => 409,
+            ErrorCode::RateLimited => 429,
             ErrorCode::HeadTooLarge => 431,
             ErrorCode::UpstreamUnreachable => 502,
-            ErrorCode::CapsuleUnavailable => 503,
+            ErrorCode::CapsuleUnavailable | ErrorCode::TooManyConnections => 503,
             ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::LoopDetected => 508,
         }
     }
 
@@ -87,10 +99,13 @@ impl ErrorCode {
             ErrorCode::CapsuleNotFound => "capsule_not_found",
             ErrorCode::HeadTimeout => "request_timeout",
             ErrorCode::CapsulePaused => "capsule_paused",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::HeadTooLarge => "request_header_too_large",
             ErrorCode::UpstreamUnreachable => "upstream_unreachable",
             ErrorCode::CapsuleUnavailable => "capsule_unavailable",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::LoopDetected => "loop_detected",
         }
     }
 
@@ -102,10 +117,12 @@ impl ErrorCode {
             404 => "Not Found",
             408 => "Request Timeout",
             409 => "Conflict",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             502 => "Bad Gateway",
             503 => "Service Unavailable",
-            _ => "Gateway Timeout",
+            504 => "Gateway Timeout",
+            _ => "Loop Detected",
         }
     }
 }
@@ -118,6 +135,8 @@ pub struct ProxyError {
     pub code: ErrorCode,
     /// Says which capsule and port, and what to do.
     pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ProxyError {
@@ -126,7 +145,14 @@ impl ProxyError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client to retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The whole response (head and body) for a client; `html` for browsers.
@@ -150,12 +176,19 @@ impl ProxyError {
         // Writing to a String cannot fail.
         let _ = write!(
             out,
-            "HTTP/1.1 {} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\n{}\r\n{body}",
+            "HTTP/1.1 {} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\n",
             self.code.status(),
             self.code.reason(),
             body.len(),
-            if close { "connection: close\r\n" } else { "" },
         );
+        if let Some(secs) = self.retry_after {
+            let _ = write!(out, "retry-after: {secs}\r\n");
+        }
+        if close {
+            out.push_str("connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
         out.into_bytes()
     }
 }
