@@ -124,7 +124,7 @@ pub struct Engine {
     uffds: Vec<Uffd>,
     next_id: u64,
     prefetch: Option<Plan>,
-    recorder: Option<(Recorder, Option<Instant>, Duration)>,
+    recorder: Option<Recorder>,
     scratch: Scratch,
     msgs: Vec<u8>,
 }
@@ -138,14 +138,13 @@ impl Engine {
         counters: Arc<Counters>,
     ) -> Self {
         let blocks = snapshot.blocks();
-        let prefetch = options.prefetch.as_ref().map(|set| Plan::new(set, blocks));
+        let prefetch = options
+            .prefetch
+            .as_ref()
+            .map(|set| Plan::new(set, blocks, PREFETCH_STEP_BLOCKS));
         let recorder = options.record.map(|window| {
             let previous = options.prefetch.as_deref();
-            (
-                Recorder::new(snapshot.len(), blocks, previous),
-                None,
-                window,
-            )
+            Recorder::new(snapshot.len(), blocks, previous, window)
         });
         let primary = Uffd {
             fd: uffd,
@@ -179,9 +178,9 @@ impl Engine {
         self.prefetch.as_ref().is_some_and(|p| !p.done())
     }
 
-    /// The working set recorded so far (the previous one plus new first touches).
+    /// The working set recorded so far (see [`Recorder`]).
     pub fn take_recording(&mut self) -> Option<WorkingSet> {
-        self.recorder.take().map(|(r, _, _)| r.finish())
+        self.recorder.take().map(Recorder::finish)
     }
 
     /// Reads the queued messages and serves the faults among them, without
@@ -241,6 +240,9 @@ impl Engine {
                     let (first, last) = blocks_of(m.offset, m.len);
                     u.removed.insert_range(first, last);
                     u.present.remove_range(first, last);
+                    if let Some(r) = self.recorder.as_mut().filter(|_| u.primary) {
+                        r.dropped(first, last);
+                    }
                 }
             }
             Event::Unmap { start, end } => {
@@ -364,11 +366,9 @@ impl Engine {
             };
             Counters::add(counter, 1);
         }
-        if let Some((rec, started, window)) = &mut self.recorder {
-            let started = *started.get_or_insert_with(Instant::now);
-            if started.elapsed() <= *window {
-                rec.touch(u32::try_from(block).unwrap_or(u32::MAX));
-            }
+        if let Some(r) = &mut self.recorder {
+            // The faulting page first, then the rest of its window as filled.
+            r.filled(block as usize, block as usize + 1);
         }
     }
 
@@ -381,17 +381,14 @@ impl Engine {
             let Some(plan) = &mut self.prefetch else {
                 return Ok(());
             };
-            let at_extent_start = plan.upcoming();
+            // Have the kernel read the coming pieces from disk meanwhile.
+            for (a, b) in plan.read_ahead() {
+                self.snapshot.will_need(a * BLOCK, (b - a) * BLOCK);
+            }
             let Some((first, last)) = plan.next_piece(budget) else {
                 return Ok(());
             };
             budget -= last - first;
-            if plan.upcoming() != at_extent_start {
-                // A new extent began: start reading the one after it from disk.
-                if let Some((a, b)) = plan.upcoming() {
-                    self.snapshot.will_need(a * BLOCK, (b - a) * BLOCK);
-                }
-            }
             let (start, end) = (first * BLOCK, last * BLOCK);
             let pieces = self.uffds[0].layout.mappings().iter().filter_map(|m| {
                 let ps = m.page_size.bytes();
@@ -440,6 +437,8 @@ impl Engine {
                 } else {
                     match self.snapshot.uniform_source(off, ps) {
                         Some(Source::Zero) => Content::Zero,
+                        // A page of zeros is never copied.
+                        Some(Source::File(f)) if self.snapshot.is_zero(f, off, ps) => Content::Zero,
                         Some(Source::File(f)) => Content::File(f),
                         None => Content::Mixed,
                     }
@@ -507,6 +506,10 @@ impl Engine {
             match result {
                 Ok(n) if n > 0 && n % ps == 0 => {
                     self.mark_present(i, off, n);
+                    if let Some(r) = self.recorder.as_mut().filter(|_| self.uffds[i].primary) {
+                        let (first, last) = blocks_of(off, n);
+                        r.filled(first, last);
+                    }
                     let pages = n / ps;
                     let c = &self.counters;
                     if content == Content::Zero {
