@@ -32,17 +32,17 @@ const READ_BATCH: usize = 64;
 const MAX_FORKS: usize = 16;
 const HUGE: u64 = PageSize::Huge2M.bytes();
 /// Blocks one prefetch step copies at most (256 KiB): bounds how long a fault
-/// waits behind prefetch.
-const PREFETCH_STEP_BLOCKS: u64 = 64;
+/// waits behind prefetch. Also the most one piece of the plan holds.
+pub const PREFETCH_STEP_BLOCKS: u64 = 64;
 
 /// What the engine needs to know besides the handshake.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct EngineOptions {
     /// Bytes filled around each fault (aligned window); the page size disables it.
     pub fault_around: u64,
-    /// Working set to prefetch, if any.
-    pub prefetch: Option<Arc<WorkingSet>>,
-    /// Record first touches during this long after the first fault.
+    /// Working set to prefetch, if any, planned before the VM connects.
+    pub prefetch: Option<Plan>,
+    /// Record the pages filled during this long after the first fill.
     pub record: Option<Duration>,
 }
 
@@ -138,12 +138,8 @@ impl Engine {
         counters: Arc<Counters>,
     ) -> Self {
         let blocks = snapshot.blocks();
-        let prefetch = options
-            .prefetch
-            .as_ref()
-            .map(|set| Plan::new(set, blocks, PREFETCH_STEP_BLOCKS));
         let recorder = options.record.map(|window| {
-            let previous = options.prefetch.as_deref();
+            let previous = options.prefetch.as_ref().map(Plan::set);
             Recorder::new(snapshot.len(), blocks, previous, window)
         });
         let primary = Uffd {
@@ -161,7 +157,7 @@ impl Engine {
             fault_around: options.fault_around.max(BLOCK).next_power_of_two(),
             uffds: vec![primary],
             next_id: 1,
-            prefetch,
+            prefetch: options.prefetch,
             recorder,
             scratch: Scratch::default(),
             msgs: vec![0; READ_BATCH * MSG_SIZE],

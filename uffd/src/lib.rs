@@ -46,4 +46,4 @@ pub use handshake::{HandshakeError, PageSize, Region};
 pub use memory::{MemoryError, Snapshot};
 pub use server::{End, Outcome, PageServer, ServerConfig, ServerError, State};
 pub use stats::Stats;
-pub use working_set::{WorkingSet, WorkingSetError};
+pub use working_set::{Refresh, WorkingSet, WorkingSetError};

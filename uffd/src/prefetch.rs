@@ -3,7 +3,7 @@
 //! A working set lists blocks in first-touch order. The plan copies them in
 //! that order, but never one 4 KiB page per ioctl: each block that has not
 //! been handed out yet starts a piece, which takes along the member blocks
-//! that follow it in memory (up to a bound), however late they were touched.
+//! around it in memory (up to a bound), however late they were touched.
 //! A set recorded under fault-around is made of whole windows, so its pieces
 //! are windows; a set recorded page by page in random order still gets large
 //! copies. The plan also says which 2 MiB extents of the memory file to read
@@ -20,6 +20,7 @@ const READ_AHEAD_PIECES: usize = 64;
 
 #[derive(Debug)]
 pub struct Plan {
+    set: Arc<WorkingSet>,
     members: BlockSet,
     /// `(first block, block count)` in copy order.
     pieces: Vec<(u64, u64)>,
@@ -35,28 +36,34 @@ pub struct Plan {
 impl Plan {
     /// A plan for `set` over a memory file of `blocks` blocks; a piece holds
     /// at most `max_piece` blocks.
-    pub fn new(set: &Arc<WorkingSet>, blocks: usize, max_piece: u64) -> Self {
+    pub fn new(set: Arc<WorkingSet>, blocks: usize, max_piece: u64) -> Self {
         let mut members = BlockSet::new(blocks);
         for &b in set.blocks() {
             members.insert(b as usize);
         }
         let mut claimed = BlockSet::new(blocks);
         let mut pieces = Vec::new();
+        let max = max_piece.max(1);
+        // A member not handed out yet, and claimed now.
+        let mut take = |b: u64| members.contains(b as usize) && claimed.insert(b as usize);
         for &b in set.blocks() {
-            let first = u64::from(b);
-            if !claimed.insert(first as usize) {
+            let b = u64::from(b);
+            if !take(b) {
                 continue;
             }
-            let mut last = first + 1;
-            while last - first < max_piece.max(1)
-                && members.contains(last as usize)
-                && claimed.insert(last as usize)
-            {
+            // The members around it: a window recorded fault-first starts
+            // mid-window.
+            let (mut first, mut last) = (b, b + 1);
+            while last - first < max && first > 0 && take(first - 1) {
+                first -= 1;
+            }
+            while last - first < max && take(last) {
                 last += 1;
             }
             pieces.push((first, last - first));
         }
         Plan {
+            set,
             members,
             pieces,
             piece: 0,
@@ -64,6 +71,11 @@ impl Plan {
             advised: BlockSet::new((blocks as u64).div_ceil(EXTENT_BLOCKS) as usize),
             ahead: 0,
         }
+    }
+
+    /// The working set this plan copies.
+    pub fn set(&self) -> &WorkingSet {
+        &self.set
     }
 
     /// Whether `block` is in the working set.
@@ -119,15 +131,15 @@ mod tests {
     }
 
     #[test]
-    fn first_touch_order_with_the_following_members_taken_along() {
-        // 1030 is touched first: it takes 1031 along (1032 is no member).
-        // 5 takes 6 and 7; 1029 comes alone (1030 is claimed already).
+    fn first_touch_order_with_the_neighbouring_members_taken_along() {
+        // 1030 is touched first: it takes 1029 and 1031 along (1028 and
+        // 1032 are no members). 5 takes 6 and 7.
         let blocks: Vec<u32> = vec![1030, 5, 1031, 6, 7, 1029, 100, 1024];
         let set = Arc::new(WorkingSet::new(8 << 20, blocks));
-        let mut plan = Plan::new(&set, 2048, 64);
+        let mut plan = Plan::new(set, 2048, 64);
         assert_eq!(
             drain(&mut plan, 64),
-            vec![(1030, 1032), (5, 8), (1029, 1030), (100, 101), (1024, 1025)]
+            vec![(1029, 1032), (5, 8), (100, 101), (1024, 1025)]
         );
         assert!(plan.done());
         assert!(plan.contains(6) && !plan.contains(8));
@@ -136,7 +148,7 @@ mod tests {
     #[test]
     fn pieces_are_bounded_and_read_ahead_follows_them() {
         let set = Arc::new(WorkingSet::new(4 << 20, (0..300).chain(600..610).collect()));
-        let mut plan = Plan::new(&set, 1024, 128);
+        let mut plan = Plan::new(set, 1024, 128);
         // Extents 0 and 1 are read ahead once, before any copy.
         assert_eq!(plan.read_ahead(), vec![(0, 1024)]);
         assert!(plan.read_ahead().is_empty());

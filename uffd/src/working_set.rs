@@ -51,6 +51,30 @@ pub fn path_for(memory_file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Which restores of a snapshot record its working set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// Every restore records what it filled and replaces the set ("last
+    /// cycle"): a capsule's own snapshot, restored by one VM at a time, whose
+    /// guest's habits change as it is used.
+    EachRestore,
+    /// Only a restore that finds no set records one: a snapshot many VMs are
+    /// restored from (a template's), whose set is recorded once, by the
+    /// first restore after it is built, and then only read.
+    Once,
+}
+
+impl Refresh {
+    /// Where a restore of `memory_file` saves the set it records, if it does.
+    pub fn record_to(self, memory_file: &Path) -> Option<PathBuf> {
+        let path = path_for(memory_file);
+        match self {
+            Refresh::EachRestore => Some(path),
+            Refresh::Once => (!path.exists()).then_some(path),
+        }
+    }
+}
+
 /// A working set: blocks of the memory file in order of first touch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkingSet {
@@ -353,6 +377,17 @@ mod tests {
             ws.check_memory_len(2 << 20),
             Err(WorkingSetError::WrongMemoryFile { .. })
         ));
+    }
+
+    #[test]
+    fn templates_record_once_capsules_each_restore() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mem = dir.path().join("mem");
+        let path = path_for(&mem);
+        assert_eq!(Refresh::Once.record_to(&mem), Some(path.clone()));
+        WorkingSet::new(1 << 20, vec![1]).save(&path).expect("save");
+        assert_eq!(Refresh::Once.record_to(&mem), None);
+        assert_eq!(Refresh::EachRestore.record_to(&mem), Some(path));
     }
 
     #[test]
