@@ -124,6 +124,9 @@ pub struct Engine {
     uffds: Vec<Uffd>,
     next_id: u64,
     prefetch: Option<Plan>,
+    /// Prefetch waits for the first fault to be served (see
+    /// [`Engine::prefetch_held`]).
+    prefetch_held: bool,
     recorder: Option<Recorder>,
     scratch: Scratch,
     msgs: Vec<u8>,
@@ -157,6 +160,7 @@ impl Engine {
             fault_around: options.fault_around.max(BLOCK).next_power_of_two(),
             uffds: vec![primary],
             next_id: 1,
+            prefetch_held: options.prefetch.is_some(),
             prefetch: options.prefetch,
             recorder,
             scratch: Scratch::default(),
@@ -169,9 +173,21 @@ impl Engine {
         self.uffds.iter().map(|u| (u.id, u.fd.as_fd()))
     }
 
-    /// Whether prefetch work remains.
+    /// Whether prefetch work remains and may run now.
     pub fn prefetching(&self) -> bool {
-        self.prefetch.as_ref().is_some_and(|p| !p.done())
+        !self.prefetch_held && self.prefetch.as_ref().is_some_and(|p| !p.done())
+    }
+
+    /// Whether prefetch waits for the first fault: the restore's first
+    /// access (Firecracker's snapshot load waits for it) must not queue
+    /// behind a prefetch piece. [`Engine::release_prefetch`] ends the wait
+    /// when no fault comes.
+    pub fn prefetch_held(&self) -> bool {
+        self.prefetch_held
+    }
+
+    pub fn release_prefetch(&mut self) {
+        self.prefetch_held = false;
     }
 
     /// The working set recorded so far (see [`Recorder`]).
@@ -288,7 +304,10 @@ impl Engine {
         'uffds: while i < self.uffds.len() {
             while let Some(p) = self.uffds[i].pending.pop_front() {
                 match self.serve_fault(i, p.addr) {
-                    Ok(()) => self.counters.latency.record(p.since.elapsed()),
+                    Ok(()) => {
+                        self.counters.latency.record(p.since.elapsed());
+                        self.prefetch_held = false;
+                    }
                     Err(Stop::Again) => {
                         Counters::add(&self.counters.retries, 1);
                         self.uffds[i].pending.push_front(p);

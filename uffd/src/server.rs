@@ -38,6 +38,9 @@ use crate::prefetch::Plan;
 use crate::stats::{Counters, Stats};
 use crate::working_set::{WorkingSet, WorkingSetError};
 
+/// Longest prefetch waits for a restore's first fault (see
+/// [`Engine::prefetch_held`]).
+const PREFETCH_HOLD: Duration = Duration::from_millis(2);
 /// Longest a VM prefetches before the other VMs on its core get a turn.
 const PREFETCH_SLICE: Duration = Duration::from_micros(500);
 
@@ -417,6 +420,7 @@ enum Wake {
 async fn serve(engine: &mut Engine, sock: &PollFd<UnixStream>, shared: &Shared) -> End {
     let mut polls: Vec<(u64, PollFd<OwnedFd>)> = Vec::new();
     let mut blocked_rounds = 0u32;
+    let connected = Instant::now();
     loop {
         if shared.stopped() {
             return End::Stopped;
@@ -436,8 +440,21 @@ async fn serve(engine: &mut Engine, sock: &PollFd<UnixStream>, shared: &Shared) 
             // The kernel is slow to queue the event we wait for: back off.
             compio::time::sleep(Duration::from_millis(1)).await;
         }
+        let hold = PREFETCH_HOLD.saturating_sub(connected.elapsed());
+        if hold.is_zero() {
+            // No fault came: prefetch anyway.
+            engine.release_prefetch();
+        }
         let yield_now = blocked || engine.prefetching();
-        match wait(&polls, sock, shared, yield_now).await {
+        let woken = wait(&polls, sock, shared, yield_now);
+        let woken = if engine.prefetch_held() {
+            compio::time::timeout(hold, woken)
+                .await
+                .unwrap_or(Wake::Work)
+        } else {
+            woken.await
+        };
+        match woken {
             Wake::Work => {}
             Wake::Stop => return End::Stopped,
             Wake::Socket => match peer_closed(sock) {
