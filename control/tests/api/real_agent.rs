@@ -42,7 +42,7 @@ pub fn unavailable() -> Option<String> {
     for b in ["warren-agent", "envd"] {
         if binary(b).is_none() {
             return Some(format!(
-                "{b} is not built in {} (cargo build -p warren-dataplane -p envd)",
+                "{b} is not built in {} (cargo build -p warren-agent -p envd)",
                 target_dir().display()
             ));
         }
