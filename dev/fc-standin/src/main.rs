@@ -360,6 +360,7 @@ impl State {
                         "machine": self.machine,
                         "drives": self.drives,
                         "ifaces": self.ifaces,
+                        "balloon": self.balloon,
                     }
                 });
                 if let Err(e) = std::fs::write(state_path, vmstate.to_string()) {
@@ -458,6 +459,8 @@ impl State {
         self.drives = names("drives");
         self.ifaces = names("ifaces");
         self.machine = vmstate["machine"].clone();
+        // Devices come back as they were, the balloon's size included.
+        self.balloon = Some(vmstate["balloon"].clone()).filter(Value::is_object);
         self.memory = Some(memory);
         Ok(())
     }
