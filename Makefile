@@ -63,6 +63,7 @@ bench: deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p warren-benches
 	benches/scripts/proxy-compare.sh
+	benches/scripts/fc-restore.sh
 	PROFILE=release tests/wrenn/run.sh benches/scripts/api_latency.py -k api_latency -s
 
 ## fuzz: runs every fuzz target for FUZZ_SECONDS each (cargo-fuzz; installed on demand).

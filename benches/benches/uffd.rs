@@ -3,7 +3,8 @@
 //! - `uffd_fault`: one demand fault served (a fresh page touched, no
 //!   fault-around), for ours, the naive handler and the kernel floor.
 //! - `uffd_restore_16MiB`: a whole 16 MiB restore touched in random order, for
-//!   every contender (the 256 MiB side-by-side table is `uffd_compare`).
+//!   every contender, ours with the agent's settings, cold and prefetched
+//!   (the 256 MiB side-by-side table is `uffd_compare`).
 //! - `uffd_handshake`: parsing and validating Firecracker's handshake.
 
 mod uffd_support;
@@ -66,35 +67,20 @@ fn fault(c: &mut Criterion) {
 fn restore(c: &mut Criterion) {
     let mem = MemFile::new(16 * MIB);
     let order = mem.random_order();
-    let ws = record_working_set(&mem, &order);
+    let (_, ws) = record_working_set(&mem, &order);
     let mut group = c.benchmark_group("uffd_restore_16MiB");
     group.throughput(Throughput::Bytes(mem.len));
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(4));
-    let around = |fa: u64| Ours {
-        fault_around: fa,
-        ..Ours::default()
-    };
-    let prefetch = Ours {
-        fault_around: 64 << 10,
-        prefetch: Some(ws),
-        ..Ours::default()
-    };
-    let contenders: [(&str, Restore); 5] = [
+    let (cold, prefetched) = (agent_cold(), agent_prefetched(ws));
+    let contenders: [(&str, Restore); 4] = [
         ("kernel", Box::new(|| run_kernel(&mem, &order))),
         ("naive", Box::new(|| run_naive(&mem, &order))),
+        ("ours_cold", Box::new(|| run_ours(&mem, &order, &cold))),
         (
-            "ours_plain",
-            Box::new(|| run_ours(&mem, &order, &around(PAGE))),
-        ),
-        (
-            "ours_fault_around_64k",
-            Box::new(|| run_ours(&mem, &order, &around(64 << 10))),
-        ),
-        (
-            "ours_working_set",
-            Box::new(|| run_ours(&mem, &order, &prefetch)),
+            "ours_prefetched",
+            Box::new(|| run_ours(&mem, &order, &prefetched)),
         ),
     ];
     for (name, run) in contenders {

@@ -32,17 +32,17 @@ const READ_BATCH: usize = 64;
 const MAX_FORKS: usize = 16;
 const HUGE: u64 = PageSize::Huge2M.bytes();
 /// Blocks one prefetch step copies at most (256 KiB): bounds how long a fault
-/// waits behind prefetch.
-const PREFETCH_STEP_BLOCKS: u64 = 64;
+/// waits behind prefetch. Also the most one piece of the plan holds.
+pub const PREFETCH_STEP_BLOCKS: u64 = 64;
 
 /// What the engine needs to know besides the handshake.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct EngineOptions {
     /// Bytes filled around each fault (aligned window); the page size disables it.
     pub fault_around: u64,
-    /// Working set to prefetch, if any.
-    pub prefetch: Option<Arc<WorkingSet>>,
-    /// Record first touches during this long after the first fault.
+    /// Working set to prefetch, if any, planned before the VM connects.
+    pub prefetch: Option<Plan>,
+    /// Record the pages filled during this long after the first fill.
     pub record: Option<Duration>,
 }
 
@@ -124,7 +124,10 @@ pub struct Engine {
     uffds: Vec<Uffd>,
     next_id: u64,
     prefetch: Option<Plan>,
-    recorder: Option<(Recorder, Option<Instant>, Duration)>,
+    /// Prefetch waits for the first fault to be served (see
+    /// [`Engine::prefetch_held`]).
+    prefetch_held: bool,
+    recorder: Option<Recorder>,
     scratch: Scratch,
     msgs: Vec<u8>,
 }
@@ -138,14 +141,9 @@ impl Engine {
         counters: Arc<Counters>,
     ) -> Self {
         let blocks = snapshot.blocks();
-        let prefetch = options.prefetch.as_ref().map(|set| Plan::new(set, blocks));
         let recorder = options.record.map(|window| {
-            let previous = options.prefetch.as_deref();
-            (
-                Recorder::new(snapshot.len(), blocks, previous),
-                None,
-                window,
-            )
+            let previous = options.prefetch.as_ref().map(Plan::set);
+            Recorder::new(snapshot.len(), blocks, previous, window)
         });
         let primary = Uffd {
             fd: uffd,
@@ -162,7 +160,8 @@ impl Engine {
             fault_around: options.fault_around.max(BLOCK).next_power_of_two(),
             uffds: vec![primary],
             next_id: 1,
-            prefetch,
+            prefetch_held: options.prefetch.is_some(),
+            prefetch: options.prefetch,
             recorder,
             scratch: Scratch::default(),
             msgs: vec![0; READ_BATCH * MSG_SIZE],
@@ -174,14 +173,26 @@ impl Engine {
         self.uffds.iter().map(|u| (u.id, u.fd.as_fd()))
     }
 
-    /// Whether prefetch work remains.
+    /// Whether prefetch work remains and may run now.
     pub fn prefetching(&self) -> bool {
-        self.prefetch.as_ref().is_some_and(|p| !p.done())
+        !self.prefetch_held && self.prefetch.as_ref().is_some_and(|p| !p.done())
     }
 
-    /// The working set recorded so far (the previous one plus new first touches).
+    /// Whether prefetch waits for the first fault: the restore's first
+    /// access (Firecracker's snapshot load waits for it) must not queue
+    /// behind a prefetch piece. [`Engine::release_prefetch`] ends the wait
+    /// when no fault comes.
+    pub fn prefetch_held(&self) -> bool {
+        self.prefetch_held
+    }
+
+    pub fn release_prefetch(&mut self) {
+        self.prefetch_held = false;
+    }
+
+    /// The working set recorded so far (see [`Recorder`]).
     pub fn take_recording(&mut self) -> Option<WorkingSet> {
-        self.recorder.take().map(|(r, _, _)| r.finish())
+        self.recorder.take().map(Recorder::finish)
     }
 
     /// Reads the queued messages and serves the faults among them, without
@@ -241,6 +252,9 @@ impl Engine {
                     let (first, last) = blocks_of(m.offset, m.len);
                     u.removed.insert_range(first, last);
                     u.present.remove_range(first, last);
+                    if let Some(r) = self.recorder.as_mut().filter(|_| u.primary) {
+                        r.dropped(first, last);
+                    }
                 }
             }
             Event::Unmap { start, end } => {
@@ -290,7 +304,10 @@ impl Engine {
         'uffds: while i < self.uffds.len() {
             while let Some(p) = self.uffds[i].pending.pop_front() {
                 match self.serve_fault(i, p.addr) {
-                    Ok(()) => self.counters.latency.record(p.since.elapsed()),
+                    Ok(()) => {
+                        self.counters.latency.record(p.since.elapsed());
+                        self.prefetch_held = false;
+                    }
                     Err(Stop::Again) => {
                         Counters::add(&self.counters.retries, 1);
                         self.uffds[i].pending.push_front(p);
@@ -364,11 +381,9 @@ impl Engine {
             };
             Counters::add(counter, 1);
         }
-        if let Some((rec, started, window)) = &mut self.recorder {
-            let started = *started.get_or_insert_with(Instant::now);
-            if started.elapsed() <= *window {
-                rec.touch(u32::try_from(block).unwrap_or(u32::MAX));
-            }
+        if let Some(r) = &mut self.recorder {
+            // The faulting page first, then the rest of its window as filled.
+            r.filled(block as usize, block as usize + 1);
         }
     }
 
@@ -381,17 +396,14 @@ impl Engine {
             let Some(plan) = &mut self.prefetch else {
                 return Ok(());
             };
-            let at_extent_start = plan.upcoming();
+            // Have the kernel read the coming pieces from disk meanwhile.
+            for (a, b) in plan.read_ahead() {
+                self.snapshot.will_need(a * BLOCK, (b - a) * BLOCK);
+            }
             let Some((first, last)) = plan.next_piece(budget) else {
                 return Ok(());
             };
             budget -= last - first;
-            if plan.upcoming() != at_extent_start {
-                // A new extent began: start reading the one after it from disk.
-                if let Some((a, b)) = plan.upcoming() {
-                    self.snapshot.will_need(a * BLOCK, (b - a) * BLOCK);
-                }
-            }
             let (start, end) = (first * BLOCK, last * BLOCK);
             let pieces = self.uffds[0].layout.mappings().iter().filter_map(|m| {
                 let ps = m.page_size.bytes();
@@ -440,6 +452,8 @@ impl Engine {
                 } else {
                     match self.snapshot.uniform_source(off, ps) {
                         Some(Source::Zero) => Content::Zero,
+                        // A page of zeros is never copied.
+                        Some(Source::File(f)) if self.snapshot.is_zero(f, off, ps) => Content::Zero,
                         Some(Source::File(f)) => Content::File(f),
                         None => Content::Mixed,
                     }
@@ -507,6 +521,10 @@ impl Engine {
             match result {
                 Ok(n) if n > 0 && n % ps == 0 => {
                     self.mark_present(i, off, n);
+                    if let Some(r) = self.recorder.as_mut().filter(|_| self.uffds[i].primary) {
+                        let (first, last) = blocks_of(off, n);
+                        r.filled(first, last);
+                    }
                     let pages = n / ps;
                     let c = &self.counters;
                     if content == Content::Zero {

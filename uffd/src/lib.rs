@@ -5,9 +5,10 @@
 //! (`warren-runtime`): for each restore the agent calls
 //! [`PageServer::spawn`] on a core with the snapshot's memory file; Firecracker
 //! connects to the socket and hands over its userfaultfd; faults are served from
-//! the memory file (holes as zero pages, diff layers on top), with fault-around,
-//! and the pages the restore touched are recorded so the next restore of that
-//! snapshot prefetches them.
+//! the memory file (holes and pages of zeros as zero pages, diff layers on
+//! top), with fault-around, and the pages the restore filled are recorded so
+//! the next restore of that snapshot prefetches them, in the order they were
+//! filled, while faults are served first.
 //!
 //! Module map:
 //! - [`handshake`]: Firecracker's JSON + `SCM_RIGHTS` message, parsed and validated.
@@ -16,9 +17,12 @@
 //! - [`layout`]: memory-file offsets <-> the faulting process's addresses.
 //! - [`event`]: decoding of userfaultfd messages.
 //! - `engine`: the runtime-free serving core (faults, events, fault-around, prefetch).
-//! - `prefetch`: which part of a working set to copy next (2 MiB extents by first touch).
+//! - `prefetch`: which part of a working set to copy next (first-touch order,
+//!   each piece taking the members that follow it in memory).
 //! - [`server`]: the compio task, the socket, and the agent-facing handle.
-//! - [`working_set`]: working-set recording and its file format.
+//! - [`working_set`]: working-set recording ("last cycle": what each restore
+//!   filled, in order) and its file format.
+//! - [`sparse`]: zero pages as holes in memory files; merging diff snapshots.
 //! - [`stats`]: per-VM counters and the fault latency histogram.
 //! - [`guest`]: Firecracker's side of the handshake, for tests, benches and
 //!   `warren-uffd guest`.
@@ -33,6 +37,7 @@ pub mod layout;
 pub mod memory;
 mod prefetch;
 pub mod server;
+pub mod sparse;
 pub mod stats;
 pub mod sys;
 pub mod working_set;
@@ -41,4 +46,4 @@ pub use handshake::{HandshakeError, PageSize, Region};
 pub use memory::{MemoryError, Snapshot};
 pub use server::{End, Outcome, PageServer, ServerConfig, ServerError, State};
 pub use stats::Stats;
-pub use working_set::{WorkingSet, WorkingSetError};
+pub use working_set::{Refresh, WorkingSet, WorkingSetError};

@@ -1,7 +1,8 @@
 //! `warren-uffd`: run the page server by hand, or play Firecracker against it.
 //!
 //! `serve` runs one VM's page server on a compio runtime, as `warren-agent`
-//! does on each core; useful to serve a Firecracker started by hand. `guest`
+//! does on each core; useful to serve a Firecracker started by hand.
+//! `sparsify` makes the zero pages of a memory file holes. `guest`
 //! does what Firecracker does with the `Uffd` memory backend (map memory,
 //! register a userfaultfd, send the handshake) and then runs a script of memory
 //! accesses, checking every byte: the integration tests drive the server with it.
@@ -46,6 +47,12 @@ enum Command {
         /// Bytes filled around each fault (power of two; 4096 = off).
         #[arg(long, default_value_t = warren_uffd::server::DEFAULT_FAULT_AROUND)]
         fault_around: u64,
+    },
+    /// Make the pages of zeros of a memory file holes (it reads the same).
+    Sparsify {
+        /// The memory file (not while a VM is served from it).
+        #[arg(long)]
+        memory: PathBuf,
     },
     /// Act as Firecracker: map memory, send the handshake, run a script of accesses.
     Guest {
@@ -104,6 +111,7 @@ fn main() {
             record,
             fault_around,
         } => serve(socket, memory, layer, prefetch, record, fault_around),
+        Command::Sparsify { memory } => sparsify(&memory),
         Command::Guest {
             socket,
             expect,
@@ -172,6 +180,22 @@ fn serve(
         }
         Ok(())
     })
+}
+
+fn sparsify(memory: &std::path::Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(memory)
+        .with_context(|| format!("opening {}", memory.display()))?;
+    let done = warren_uffd::sparse::punch_zero_blocks(&file)
+        .with_context(|| format!("punching holes in {}", memory.display()))?;
+    println!(
+        "data={} MiB zero_pages_punched={} MiB",
+        done.data >> 20,
+        done.holes >> 20
+    );
+    Ok(())
 }
 
 fn guest(

@@ -3,7 +3,8 @@
 //!
 //! The base is Firecracker's raw guest memory file. Its holes (found with
 //! `SEEK_DATA`/`SEEK_HOLE`) are zero pages, served with `UFFDIO_ZEROPAGE` without
-//! touching the disk. A layer is a diff snapshot's memory file as Firecracker
+//! touching the disk; so are pages written as data that hold only zeros
+//! (checked when served; [`crate::sparse`] makes them holes on disk). A layer is a diff snapshot's memory file as Firecracker
 //! writes it: the same length as the base, data where the page was dirty, holes
 //! where it was clean. Each 4 KiB block is served from the topmost file that has
 //! data there: the block -> layer map is built from the files' extents, that is
@@ -185,6 +186,14 @@ impl Snapshot {
         map.get(start..end)
     }
 
+    /// Whether the `len` bytes at `offset` of file `file` are all zero (a
+    /// page Firecracker wrote but the guest never filled); `false` outside
+    /// the file.
+    pub fn is_zero(&self, file: u8, offset: u64, len: u64) -> bool {
+        self.bytes(file, offset, len)
+            .is_some_and(crate::sparse::is_zero)
+    }
+
     /// Hints the kernel to read `[offset, offset + len)` of every file that
     /// serves part of it ahead of use (prefetch runs ahead of its copies).
     pub fn will_need(&self, offset: u64, len: u64) {
@@ -228,7 +237,7 @@ fn open_regular(path: &Path) -> Result<(File, u64), MemoryError> {
 }
 
 /// The data (non-hole) extents of `file`, as `[start, end)` byte ranges.
-fn data_extents(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+pub(crate) fn data_extents(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
     let to_off = |v: u64| i64::try_from(v).map_err(|_| std::io::Error::other("file too large"));
     let mut extents = Vec::new();
     let mut pos = 0u64;

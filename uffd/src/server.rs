@@ -7,7 +7,8 @@
 //! counted, closed, and the next connection is accepted); it then removes the
 //! socket path and serves that VM: it waits for userfaultfd readiness with
 //! io_uring polls, lets the engine serve every queued fault, and only then
-//! copies one bounded prefetch piece before yielding to the runtime, so faults
+//! copies prefetch pieces (the faults queued meanwhile served before each)
+//! for at most half a millisecond before yielding to the runtime, so faults
 //! (of this VM and of every other VM on the core) come before prefetch. It ends when Firecracker closes its end of the
 //! socket, when its process is gone, or on [`PageServer::stop`]; then it saves
 //! the recorded working set and closes every descriptor and mapping it holds.
@@ -25,16 +26,23 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use compio::runtime::fd::PollFd;
 use futures_util::task::AtomicWaker;
 
-use crate::engine::{Engine, EngineError, EngineOptions, Service};
+use crate::engine::{self, Engine, EngineError, EngineOptions, Service};
 use crate::handshake::{self, Assembler, Chunk, HandshakeError, Region};
 use crate::memory::Snapshot;
+use crate::prefetch::Plan;
 use crate::stats::{Counters, Stats};
 use crate::working_set::{WorkingSet, WorkingSetError};
+
+/// Longest prefetch waits for a restore's first fault (see
+/// [`Engine::prefetch_held`]).
+const PREFETCH_HOLD: Duration = Duration::from_millis(2);
+/// Longest a VM prefetches before the other VMs on its core get a turn.
+const PREFETCH_SLICE: Duration = Duration::from_micros(500);
 
 /// Default fault-around window (see the benchmark in `benches/benches/uffd_compare.rs`).
 pub const DEFAULT_FAULT_AROUND: u64 = 64 << 10;
@@ -49,12 +57,14 @@ pub struct ServerConfig {
     /// Bytes filled around each fault, an aligned window (power of two); 4096
     /// (or less) turns fault-around off. 2 MiB pages are always filled whole.
     pub fault_around: u64,
-    /// A working set recorded by an earlier restore, prefetched eagerly.
+    /// A working set recorded by an earlier restore, prefetched eagerly in
+    /// its order while faults are served first.
     pub prefetch: Option<Arc<WorkingSet>>,
-    /// Where to save this restore's working set when serving ends
-    /// (see [`crate::working_set::path_for`]).
+    /// Where to save this restore's working set when serving ends (see
+    /// [`crate::working_set::Refresh::record_to`]): every page it filled,
+    /// in order, then what it did not reach of `prefetch`.
     pub record: Option<PathBuf>,
-    /// First touches are recorded for this long after the first fault.
+    /// Pages filled are recorded for this long after the first one.
     pub record_window: Duration,
     /// A connection must deliver its whole handshake within this time.
     pub handshake_timeout: Duration,
@@ -293,6 +303,12 @@ async fn run(
     config: ServerConfig,
     shared: &Shared,
 ) -> (End, Option<Result<PathBuf, Arc<WorkingSetError>>>) {
+    // Planned while Firecracker has not connected yet: the first fault
+    // (which the snapshot load waits for) must not wait for planning.
+    let plan = config
+        .prefetch
+        .clone()
+        .map(|set| Plan::new(set, config.snapshot.blocks(), engine::PREFETCH_STEP_BLOCKS));
     let Some(accepted) = unless_stopped(shared, accept_vm(&listener, &config, shared)).await else {
         return (End::Stopped, None);
     };
@@ -316,7 +332,7 @@ async fn run(
     tracing::info!(?pid, regions = regions.len(), memory = %config.snapshot.path().display(), "serving a VM");
     let options = EngineOptions {
         fault_around: config.fault_around,
-        prefetch: config.prefetch.clone(),
+        prefetch: plan,
         record: config.record.as_ref().map(|_| config.record_window),
     };
     let mut engine = Engine::new(
@@ -404,24 +420,18 @@ enum Wake {
 async fn serve(engine: &mut Engine, sock: &PollFd<UnixStream>, shared: &Shared) -> End {
     let mut polls: Vec<(u64, PollFd<OwnedFd>)> = Vec::new();
     let mut blocked_rounds = 0u32;
+    let connected = Instant::now();
     loop {
         if shared.stopped() {
             return End::Stopped;
         }
         let blocked = match engine.service() {
-            Ok(Service::Idle) => false,
-            Ok(Service::Blocked) => true,
-            Err(EngineError::Gone) => return End::ProcessGone,
-            Err(e) => return End::Failed(e.to_string()),
+            Ok(service) => service == Service::Blocked,
+            Err(e) => return ended(e),
         };
         blocked_rounds = if blocked { blocked_rounds + 1 } else { 0 };
-        if !blocked && engine.prefetching() {
-            if let Err(e) = engine.prefetch_step() {
-                return match e {
-                    EngineError::Gone => End::ProcessGone,
-                    e => End::Failed(e.to_string()),
-                };
-            }
+        if !blocked && let Err(e) = prefetch_slice(engine) {
+            return ended(e);
         }
         if let Err(e) = sync_polls(engine, &mut polls) {
             return End::Failed(format!("cannot poll a userfaultfd: {e}"));
@@ -430,8 +440,21 @@ async fn serve(engine: &mut Engine, sock: &PollFd<UnixStream>, shared: &Shared) 
             // The kernel is slow to queue the event we wait for: back off.
             compio::time::sleep(Duration::from_millis(1)).await;
         }
+        let hold = PREFETCH_HOLD.saturating_sub(connected.elapsed());
+        if hold.is_zero() {
+            // No fault came: prefetch anyway.
+            engine.release_prefetch();
+        }
         let yield_now = blocked || engine.prefetching();
-        match wait(&polls, sock, shared, yield_now).await {
+        let woken = wait(&polls, sock, shared, yield_now);
+        let woken = if engine.prefetch_held() {
+            compio::time::timeout(hold, woken)
+                .await
+                .unwrap_or(Wake::Work)
+        } else {
+            woken.await
+        };
+        match woken {
             Wake::Work => {}
             Wake::Stop => return End::Stopped,
             Wake::Socket => match peer_closed(sock) {
@@ -441,6 +464,27 @@ async fn serve(engine: &mut Engine, sock: &PollFd<UnixStream>, shared: &Shared) 
             },
         }
     }
+}
+
+fn ended(e: EngineError) -> End {
+    match e {
+        EngineError::Gone => End::ProcessGone,
+        e => End::Failed(e.to_string()),
+    }
+}
+
+/// Copies prefetch pieces for up to [`PREFETCH_SLICE`], serving the faults
+/// queued meanwhile before each piece; stops early when a fault must wait
+/// for an address-space event.
+fn prefetch_slice(engine: &mut Engine) -> Result<(), EngineError> {
+    let until = Instant::now() + PREFETCH_SLICE;
+    while engine.prefetching() {
+        engine.prefetch_step()?;
+        if Instant::now() >= until || engine.service()? == Service::Blocked {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Keeps one io_uring poll handle per userfaultfd the engine serves (a dup of

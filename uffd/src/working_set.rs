@@ -20,6 +20,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::memory::BLOCK;
 
@@ -48,6 +49,30 @@ pub fn path_for(memory_file: &Path) -> PathBuf {
     let mut name = memory_file.as_os_str().to_owned();
     name.push(".wset");
     PathBuf::from(name)
+}
+
+/// Which restores of a snapshot record its working set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// Every restore records what it filled and replaces the set ("last
+    /// cycle"): a capsule's own snapshot, restored by one VM at a time, whose
+    /// guest's habits change as it is used.
+    EachRestore,
+    /// Only a restore that finds no set records one: a snapshot many VMs are
+    /// restored from (a template's), whose set is recorded once, by the
+    /// first restore after it is built, and then only read.
+    Once,
+}
+
+impl Refresh {
+    /// Where a restore of `memory_file` saves the set it records, if it does.
+    pub fn record_to(self, memory_file: &Path) -> Option<PathBuf> {
+        let path = path_for(memory_file);
+        match self {
+            Refresh::EachRestore => Some(path),
+            Refresh::Once => (!path.exists()).then_some(path),
+        }
+    }
 }
 
 /// A working set: blocks of the memory file in order of first touch.
@@ -249,42 +274,83 @@ impl BlockSet {
     }
 }
 
-/// Records first touches during a restore, on top of the set it prefetched.
+/// Records what a restore filled, in the order it filled it ("last cycle").
 ///
-/// The new set is the old one (in its order) followed by the blocks faulted
-/// this time that it lacked: a restore that prefetched cannot see which
-/// prefetched pages the guest used, so it must not forget them.
+/// Every page put in place counts (the faulting page first, then the rest of
+/// its fault-around window, and what prefetch copied), so the next restore
+/// prefetches the neighbours fault-around brought in too: a set of faulting
+/// pages alone would leave the next restore faulting on those neighbours.
+/// Pages the guest gave back (`MADV_DONTNEED` of a balloon) are left out
+/// unless filled again. When the restore ends before it reached every page
+/// of the set it prefetched, the rest of that set follows, in its old order:
+/// a short restore must not forget what longer ones used.
 #[derive(Debug)]
 pub struct Recorder {
+    /// Blocks in `order` that were not dropped since.
     seen: BlockSet,
+    /// Blocks given back by the guest.
+    dropped: BlockSet,
+    /// Fill order; a block dropped and filled again appears twice.
     order: Vec<u32>,
+    previous: Vec<u32>,
     memory_len: u64,
+    blocks: usize,
+    /// Fills are recorded during `window` from the first one.
+    window: Duration,
+    started: Option<Instant>,
 }
 
 impl Recorder {
-    pub fn new(memory_len: u64, blocks: usize, previous: Option<&WorkingSet>) -> Self {
-        let mut r = Recorder {
+    pub fn new(
+        memory_len: u64,
+        blocks: usize,
+        previous: Option<&WorkingSet>,
+        window: Duration,
+    ) -> Self {
+        Recorder {
             seen: BlockSet::new(blocks),
+            dropped: BlockSet::new(blocks),
             order: Vec::new(),
+            previous: previous.map(|w| w.blocks().to_vec()).unwrap_or_default(),
             memory_len,
-        };
-        for &b in previous.map(|w| w.blocks()).unwrap_or_default() {
-            r.touch(b);
+            blocks,
+            window,
+            started: None,
         }
-        r
     }
 
-    /// Notes a first touch of `block`.
-    pub fn touch(&mut self, block: u32) {
-        if self.seen.insert(block as usize) {
-            self.order.push(block);
+    /// Notes that blocks `[first, last)` were filled, in that order.
+    pub fn filled(&mut self, first: usize, last: usize) {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if started.elapsed() > self.window {
+            return;
         }
+        for b in first..last.min(self.blocks) {
+            self.dropped.remove_range(b, b + 1);
+            if self.seen.insert(b) {
+                // `b` < `blocks`, which fits in u32 (checked by the file format).
+                self.order.push(u32::try_from(b).unwrap_or(u32::MAX));
+            }
+        }
+    }
+
+    /// Notes that the guest gave blocks `[first, last)` back.
+    pub fn dropped(&mut self, first: usize, last: usize) {
+        self.seen.remove_range(first, last);
+        self.dropped.insert_range(first, last);
     }
 
     pub fn finish(self) -> WorkingSet {
+        let mut kept = BlockSet::new(self.blocks);
+        let blocks = self
+            .order
+            .into_iter()
+            .chain(self.previous)
+            .filter(|&b| !self.dropped.contains(b as usize) && kept.insert(b as usize))
+            .collect();
         WorkingSet {
             memory_len: self.memory_len,
-            blocks: self.order,
+            blocks,
         }
     }
 }
@@ -314,6 +380,17 @@ mod tests {
     }
 
     #[test]
+    fn templates_record_once_capsules_each_restore() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mem = dir.path().join("mem");
+        let path = path_for(&mem);
+        assert_eq!(Refresh::Once.record_to(&mem), Some(path.clone()));
+        WorkingSet::new(1 << 20, vec![1]).save(&path).expect("save");
+        assert_eq!(Refresh::Once.record_to(&mem), None);
+        assert_eq!(Refresh::EachRestore.record_to(&mem), Some(path));
+    }
+
+    #[test]
     fn corrupt_files_are_refused() {
         let good = WorkingSet::new(1 << 20, vec![1, 2, 3, 100]).encode();
         assert!(WorkingSet::decode(&good).is_ok());
@@ -337,12 +414,28 @@ mod tests {
     }
 
     #[test]
-    fn recorder_keeps_the_old_order_and_appends_new_touches() {
-        let old = WorkingSet::new(1 << 20, vec![5, 6, 1]);
-        let mut r = Recorder::new(1 << 20, 256, Some(&old));
-        for b in [9, 5, 2, 9] {
-            r.touch(b);
-        }
-        assert_eq!(r.finish().blocks(), &[5, 6, 1, 9, 2]);
+    fn recorder_keeps_fill_order_drops_given_back_pages_and_appends_the_rest() {
+        let old = WorkingSet::new(1 << 20, vec![5, 6, 1, 30, 31]);
+        let mut r = Recorder::new(1 << 20, 256, Some(&old), Duration::from_secs(60));
+        r.filled(9, 10);
+        r.filled(4, 8);
+        r.filled(9, 10);
+        // The balloon takes 6..8 and 30; 7 is filled again later.
+        r.dropped(6, 8);
+        r.dropped(30, 31);
+        r.filled(7, 8);
+        r.filled(300, 302);
+        // This restore's fills first (7 where first filled), then the rest
+        // of the old set; dropped blocks and blocks past the end are left out.
+        assert_eq!(r.finish().blocks(), &[9, 4, 5, 7, 1, 31]);
+    }
+
+    #[test]
+    fn recorder_stops_after_its_window() {
+        let mut r = Recorder::new(1 << 20, 256, None, Duration::from_millis(50));
+        r.filled(1, 2);
+        std::thread::sleep(Duration::from_millis(60));
+        r.filled(2, 3);
+        assert_eq!(r.finish().blocks(), &[1]);
     }
 }

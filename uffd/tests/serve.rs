@@ -188,6 +188,37 @@ fn diff_layers_win_where_dirty_even_when_zeroed() {
     run_guest(&dir.path().join("vm.sock"), &expect, "touch:random", &[]);
     let o = &core.join()[0];
     assert_eq!(o.end, End::PeerClosed);
-    // Holes left in the base: 16 pages minus the one the diff wrote.
-    assert_eq!(o.stats.pages_zeroed, 15);
+    // Zero pages: the holes left in the base (16 pages minus the one the
+    // diff wrote) and the two pages the diffs zeroed.
+    assert_eq!(o.stats.pages_zeroed, 15 + 2);
+}
+
+#[test]
+fn pages_of_zeros_are_mapped_as_zero_pages_not_copied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let len = 4 * MIB;
+    // Firecracker writes free guest pages as data: zeros that are not holes.
+    let (mem, _) = memory_file(dir.path(), "mem", len, &[]);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&mem)
+        .expect("open");
+    f.write_all_at(&vec![0u8; MIB as usize], 2 * MIB)
+        .expect("write zeros");
+    f.write_all_at(&[0u8; PAGE as usize], 5 * PAGE)
+        .expect("write a zero page");
+    drop(f);
+    let core = Core::one(config(dir.path(), "vm", snapshot(&mem), 64 * 1024));
+    run_guest(
+        &dir.path().join("vm.sock"),
+        &mem,
+        "touch:random,write:2m:8k:5",
+        &[],
+    );
+    let o = &core.join()[0];
+    assert_eq!(o.end, End::PeerClosed);
+    let zero_pages = MIB / PAGE + 1;
+    assert_eq!(o.stats.pages_zeroed, zero_pages);
+    assert_eq!(o.stats.pages_copied, len / PAGE - zero_pages);
+    assert_eq!(o.stats.bytes_copied, (len / PAGE - zero_pages) * PAGE);
 }

@@ -104,3 +104,75 @@ fn a_working_set_for_another_memory_file_is_refused() {
         "{err}"
     );
 }
+
+/// With fault-around on (the agent's setting), the set holds every page of
+/// each window the restore filled, not just the faulting page: the next
+/// restore then has nothing left to fault on. Pages the balloon took are
+/// left out of the refreshed set.
+#[test]
+fn fault_around_windows_are_recorded_whole_and_refreshed_each_restore() {
+    const WINDOW: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mem, _) = memory_file(dir.path(), "mem", 32 * MIB, &[]);
+    let snap = snapshot(&mem);
+    let ws_path = working_set::path_for(&mem);
+    let script = "touch:random:4m:8m";
+    let pages = 8 * MIB / PAGE;
+
+    // Cold restore: one fault per window, every page of the window recorded,
+    // the faulting page first.
+    let mut cfg = config(dir.path(), "cold", snap.clone(), WINDOW);
+    cfg.record = Some(ws_path.clone());
+    let core = Core::one(cfg);
+    run_guest(&dir.path().join("cold.sock"), &mem, script, &[]);
+    let cold = core.join().remove(0);
+    assert_eq!(cold.stats.faults, pages / 16);
+    let ws = WorkingSet::load(&ws_path).expect("recorded set");
+    assert_eq!(ws.len() as u64, pages, "whole windows recorded");
+    let first_window = &ws.blocks()[..16];
+    let base = first_window[0] / 16 * 16;
+    let mut sorted = first_window.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (base..base + 16).collect::<Vec<u32>>(),
+        "one window first"
+    );
+
+    // Prefetched restore: once the prefetcher is done, the same touches
+    // fault nowhere. Meanwhile the balloon takes 1 MiB.
+    let mut cfg = config(dir.path(), "warm", snap, WINDOW);
+    cfg.prefetch = Some(Arc::new(ws));
+    cfg.record = Some(ws_path.clone());
+    let core = Core::one(cfg);
+    let mut guest = spawn_guest(
+        &dir.path().join("warm.sock"),
+        &mem,
+        &format!("pause,{script},dontneed:5m:1m"),
+        &[],
+    );
+    wait_for_line(&mut guest, "paused");
+    let server = core.server().clone();
+    eventually("prefetch to finish", || {
+        server.stats().prefetch_hits == pages
+    });
+    guest
+        .stdin
+        .take()
+        .map(|mut s| std::io::Write::write_all(&mut s, b"\n"))
+        .transpose()
+        .expect("resume");
+    let (code, _, err) = finish(guest, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
+    let warm = core.join().remove(0);
+    assert_eq!(warm.stats.faults, 0, "{:?}", warm.stats);
+    assert_eq!(warm.stats.removes, 1);
+    let refreshed = WorkingSet::load(&ws_path).expect("refreshed set");
+    assert_eq!(
+        refreshed.len() as u64,
+        pages - MIB / PAGE,
+        "the balloon's pages left out"
+    );
+    let balloon = (5 * MIB / PAGE) as u32..(6 * MIB / PAGE) as u32;
+    assert!(!refreshed.blocks().iter().any(|b| balloon.contains(b)));
+}

@@ -5,8 +5,9 @@
 //! server, then touch pages. The guest is a thread of this process
 //! ([`warren_uffd::guest::Guest`]); each page server runs on its own thread.
 //! Contenders:
-//! - ours: `warren_uffd::PageServer` on a compio runtime, with or without
-//!   fault-around and a prefetched working set;
+//! - ours: `warren_uffd::PageServer` on a compio runtime with the agent's
+//!   settings (64 KiB fault-around), cold or prefetching the working set a
+//!   cold restore recorded;
 //! - naive: one page read per fault, then `UFFDIO_COPY`, on a dedicated thread
 //!   (what Firecracker's example handler does);
 //! - kernel: no page server at all, a private mapping of the memory file,
@@ -26,6 +27,7 @@ use warren_uffd::event::Event;
 use warren_uffd::guest::script::{Order, ordered};
 use warren_uffd::guest::{Guest, GuestOptions};
 use warren_uffd::handshake::{self, Assembler, Chunk};
+use warren_uffd::server::DEFAULT_FAULT_AROUND;
 use warren_uffd::{PageServer, ServerConfig, Snapshot, Stats, WorkingSet, sys};
 
 pub const PAGE: u64 = 4096;
@@ -84,6 +86,8 @@ pub type Restore<'a> = Box<dyn Fn() -> Run + 'a>;
 /// One timed restore: how long touching every page took, and each touch.
 pub struct Run {
     pub total: Duration,
+    /// From the start of the restore to the end of the first touch.
+    pub first: Duration,
     /// Nanoseconds per touch, in touch order.
     pub touches: Vec<u32>,
     /// The page server's counters (ours only).
@@ -101,6 +105,7 @@ impl Run {
 }
 
 /// Touches one word of each page in `order` through `touch`, timing each.
+/// Returns the total time and each touch's, in nanoseconds.
 fn touch_all(order: &[u64], mut touch: impl FnMut(u64) -> u64) -> (Duration, Vec<u32>) {
     let mut touches = Vec::with_capacity(order.len());
     let mut sink = 0u64;
@@ -115,14 +120,27 @@ fn touch_all(order: &[u64], mut touch: impl FnMut(u64) -> u64) -> (Duration, Vec
     (total, touches)
 }
 
+/// A restore whose setup took `setup`, then `touch_all`'s result.
+fn timed(setup: Duration, (total, touches): (Duration, Vec<u32>), stats: Option<Stats>) -> Run {
+    let first = setup + Duration::from_nanos(touches.first().copied().unwrap_or(0).into());
+    Run {
+        total: setup + total,
+        first,
+        touches,
+        stats,
+    }
+}
+
 /// Guest side of a uffd restore against `socket`; the clock starts before the
 /// guest maps its memory and sends the handshake.
-fn guest_restore(socket: &Path, len: u64, order: &[u64]) -> (Duration, Vec<u32>) {
+fn guest_restore(socket: &Path, len: u64, order: &[u64]) -> (Duration, (Duration, Vec<u32>)) {
     let start = Instant::now();
     let guest = Guest::connect(socket, len, GuestOptions::default()).expect("guest connects");
     let setup = start.elapsed();
-    let (total, touches) = touch_all(order, |p| guest.touch(p).expect("mapped page"));
-    (setup + total, touches)
+    (
+        setup,
+        touch_all(order, |p| guest.touch(p).expect("mapped page")),
+    )
 }
 
 /// Options for our page server in a run.
@@ -150,30 +168,43 @@ pub fn run_ours(mem: &MemFile, order: &[u64], ours: &Ours) -> Run {
         })
     });
     let server = rx.recv().expect("server started");
-    let (total, touches) = guest_restore(&socket, mem.len, order);
+    let (setup, touched) = guest_restore(&socket, mem.len, order);
     // The guest is dropped: its socket closes and the server finishes.
     let outcome = core.join().expect("core thread");
     drop(server);
-    Run {
-        total,
-        touches,
-        stats: Some(outcome.stats),
+    timed(setup, touched, Some(outcome.stats))
+}
+
+/// The agent's settings for a cold restore (no working set yet).
+pub fn agent_cold() -> Ours {
+    Ours {
+        fault_around: DEFAULT_FAULT_AROUND,
+        ..Ours::default()
     }
 }
 
-/// Records a working set by restoring once with recording on.
-pub fn record_working_set(mem: &MemFile, order: &[u64]) -> Arc<WorkingSet> {
+/// Restores once cold with the agent's settings and recording on, as the
+/// agent does on a snapshot's first restore; returns the run and the set.
+pub fn record_working_set(mem: &MemFile, order: &[u64]) -> (Run, Arc<WorkingSet>) {
     let path = warren_uffd::working_set::path_for(&mem.path);
-    run_ours(
+    let run = run_ours(
         mem,
         order,
         &Ours {
-            fault_around: PAGE,
             record: Some(path.clone()),
-            ..Ours::default()
+            ..agent_cold()
         },
     );
-    Arc::new(WorkingSet::load(&path).expect("recorded working set"))
+    let set = Arc::new(WorkingSet::load(&path).expect("recorded working set"));
+    (run, set)
+}
+
+/// The agent's settings for a restore that prefetches `set`.
+pub fn agent_prefetched(set: Arc<WorkingSet>) -> Ours {
+    Ours {
+        prefetch: Some(set),
+        ..agent_cold()
+    }
 }
 
 /// A restore served by the naive handler.
@@ -184,13 +215,9 @@ pub fn run_naive(mem: &MemFile, order: &[u64]) -> Run {
     let file = File::open(&mem.path).expect("open memory file");
     let len = mem.len;
     let handler = std::thread::spawn(move || naive_handler(&listener, &file, len));
-    let (total, touches) = guest_restore(&socket, mem.len, order);
+    let (setup, touched) = guest_restore(&socket, mem.len, order);
     handler.join().expect("naive handler");
-    Run {
-        total,
-        touches,
-        stats: None,
-    }
+    timed(setup, touched, None)
 }
 
 /// One page read per fault, then copy: no batching, no fault-around, no prefetch.
@@ -256,14 +283,10 @@ pub fn run_kernel(mem: &MemFile, order: &[u64]) -> Run {
     let map = unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }.expect("mmap");
     let base = map.as_ptr();
     let setup = start.elapsed();
-    let (total, touches) = touch_all(order, |p| {
+    let touched = touch_all(order, |p| {
         // SAFETY: `p` is a page offset inside the mapping, 8-byte aligned.
         unsafe { std::ptr::read_volatile(base.add(p as usize).cast::<u64>()) }
     });
     drop(map);
-    Run {
-        total: setup + total,
-        touches,
-        stats: None,
-    }
+    timed(setup, touched, None)
 }

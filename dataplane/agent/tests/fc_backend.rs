@@ -181,14 +181,29 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
         "PUT /boot-source",
         "PUT /drives/rootfs",
         "PUT /network-interfaces/eth0",
+        "PUT /balloon",
         "PUT /mmds/config",
         "PUT /mmds",
         "PUT /actions",
         "PATCH /network-interfaces/eth0",
         "PATCH /network-interfaces/eth0",
     ];
-    let pause = ["PATCH /vm", "PUT /snapshot/create"];
-    let resume = ["PUT /snapshot/load", "PUT /mmds", "PATCH /vm"];
+    // Lean snapshots: the balloon takes the guest's free memory before the
+    // vCPUs pause (the stand-in's guest hands it over at once), and gives it
+    // back once they run again.
+    let pause = [
+        "GET /balloon/statistics",
+        "PATCH /balloon",
+        "GET /balloon/statistics",
+        "PATCH /vm",
+        "PUT /snapshot/create",
+    ];
+    let resume = [
+        "PUT /snapshot/load",
+        "PUT /mmds",
+        "PATCH /vm",
+        "PATCH /balloon",
+    ];
     let expected: Vec<&str> = [&boot[..], &pause, &resume, &pause, &resume].concat();
     assert_eq!(seq, expected);
     let body = |i: usize| &calls[i].2;
@@ -215,45 +230,55 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
     );
     assert_eq!(
         body(4),
+        &json!({"amount_mib": 0, "deflate_on_oom": true, "stats_polling_interval_s": 1})
+    );
+    assert_eq!(
+        body(5),
         &json!({"version": "V2", "network_interfaces": ["eth0"]})
     );
     let metadata = json!({"warren": {"capsule_id": id.as_str(), "template": "tiny",
                                      "metadata": {"owner": "fc-test"}}});
-    assert_eq!(body(5), &metadata);
-    assert_eq!(body(6), &json!({"action_type": "InstanceStart"}));
+    assert_eq!(body(6), &metadata);
+    assert_eq!(body(7), &json!({"action_type": "InstanceStart"}));
     assert_eq!(
-        body(7),
+        body(8),
         &json!({"iface_id": "eth0", "tx_rate_limiter": {"bandwidth":
             {"size": 4_000_000, "refill_time": 500}}})
     );
     assert_eq!(
-        body(8),
+        body(9),
         &json!({"iface_id": "eth0", "tx_rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}})
     );
+    // The stand-in reports its free memory; the balloon takes it all but
+    // the headroom.
+    let inflated = body(11)["amount_mib"].as_u64().expect("amount");
+    assert!(inflated > 0 && inflated < 32, "{inflated}");
     let snap = |name: &str| snapshots.join(name).to_string_lossy().into_owned();
-    assert_eq!(body(9), &json!({"state": "Paused"}));
+    assert_eq!(body(13), &json!({"state": "Paused"}));
     assert_eq!(
-        body(10),
+        body(14),
         &json!({"snapshot_path": snap("vmstate.new"), "mem_file_path": snap("mem.new"),
                 "snapshot_type": "Full"})
     );
-    let load = body(11);
+    let load = body(15);
     assert_eq!(load["snapshot_path"], json!(snap("vmstate")));
     assert_eq!(load["mem_backend"]["backend_type"], json!("Uffd"));
     assert_eq!(load["resume_vm"], json!(false));
     assert_eq!(load["track_dirty_pages"], json!(true));
-    assert_eq!(body(12), &metadata, "MMDS put back after the restore");
-    assert_eq!(body(13), &json!({"state": "Resumed"}));
+    assert_eq!(body(16), &metadata, "MMDS put back after the restore");
+    assert_eq!(body(17), &json!({"state": "Resumed"}));
+    assert_eq!(body(18), &json!({"amount_mib": 0}), "deflated after resume");
     assert_eq!(
-        body(15),
+        body(23),
         &json!({"snapshot_path": snap("vmstate.new"), "mem_file_path": snap("mem.diff"),
                 "snapshot_type": "Diff"})
     );
     assert_eq!(
-        body(17),
+        body(25),
         &metadata,
         "MMDS put back after the second restore"
     );
+    assert_eq!(body(27), &json!({"amount_mib": 0}));
     world.assert_requests_match_the_spec();
 }
 
@@ -261,7 +286,8 @@ async fn mock_firecracker_create_pause_resume_destroy_requests_match_the_spec() 
 /// stand-in guest namespace behind the slot's TAP, which the test relays as
 /// Firecracker's virtio-net would) answers through the capsule address; a
 /// pause drains the proxied connections (a running command's stream is
-/// force-closed after the grace), asks envd to prepare and snapshots; the
+/// force-closed after the grace), has envd drop the page cache (as root)
+/// and prepare, and snapshots; the
 /// resume restores through the page server, re-initialises envd and
 /// reopens the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,8 +360,16 @@ async fn mock_firecracker_manager_drains_snapshots_restores_and_reinits_envd() {
         async move { fc_support::exec(proxy, &id, "sleep 30; echo late").await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stand-in guest's envd runs on this host's kernel: the page cache
+    // it drops before the snapshot (as root, through its process RPC) is
+    // this host's, counted in /proc/vmstat.
+    let drops_before = fc_support::page_cache_drops();
     let paused = manager.pause(id.as_str()).await.expect("pause");
     assert_eq!(paused.state, State::Paused);
+    assert!(
+        fc_support::page_cache_drops() > drops_before,
+        "envd dropped the page cache before the snapshot"
+    );
     let cut = tokio::time::timeout(Duration::from_secs(10), long)
         .await
         .expect("the running command's stream was closed")

@@ -227,11 +227,15 @@ impl State {
             },
             ("GET", ["balloon", "statistics"]) => match &self.balloon {
                 Some(b) if b["stats_polling_interval_s"].as_u64().unwrap_or(0) > 0 => {
+                    // The guest hands the balloon its pages at once; it
+                    // reports all of its memory but a few pages as free.
                     let mib = b["amount_mib"].as_u64().unwrap_or(0);
+                    let total = self.memory.as_ref().map_or(0, |m| m.mib() << 20);
+                    let free = total.saturating_sub((mib << 20) + (1 << 20));
                     (
                         StatusCode::OK,
                         Some(
-                            json!({"target_pages": mib * 256, "actual_pages": mib * 256, "target_mib": mib, "actual_mib": mib, "free_memory": 1u64 << 26}),
+                            json!({"target_pages": mib * 256, "actual_pages": mib * 256, "target_mib": mib, "actual_mib": mib, "free_memory": free, "available_memory": free, "total_memory": total}),
                         ),
                     )
                 }
@@ -356,6 +360,7 @@ impl State {
                         "machine": self.machine,
                         "drives": self.drives,
                         "ifaces": self.ifaces,
+                        "balloon": self.balloon,
                     }
                 });
                 if let Err(e) = std::fs::write(state_path, vmstate.to_string()) {
@@ -454,6 +459,8 @@ impl State {
         self.drives = names("drives");
         self.ifaces = names("ifaces");
         self.machine = vmstate["machine"].clone();
+        // Devices come back as they were, the balloon's size included.
+        self.balloon = Some(vmstate["balloon"].clone()).filter(Value::is_object);
         self.memory = Some(memory);
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The agent's own calls to a capsule's envd (direct, on the host side of
 //! the capsule's network slot): waiting for it to answer, `/init` with the
-//! capsule's defaults and token, starting a template's start command, and
-//! `/snapshot/prepare` before a microVM snapshot.
+//! capsule's defaults and token, starting a template's start command, and,
+//! before a microVM snapshot, dropping the guest's page cache and
+//! `/snapshot/prepare`.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -171,6 +172,46 @@ impl EnvdClient {
         }
     }
 
+    /// Starts `/bin/sh -c cmd` through envd's process RPC, as root or as
+    /// envd's default user; returns the stream of its events.
+    async fn start_shell(
+        &self,
+        addr: IpAddr,
+        token: Option<&str>,
+        as_root: bool,
+        cmd: &str,
+        tag: &str,
+    ) -> Result<warren_proto::connect::MessageStream<warren_proto::process::StartResponse>, EnvdError>
+    {
+        use warren_proto::process::{ProcessClient, ProcessConfig, StartRequest};
+        let failed = |error: String| start_failed(addr, error);
+        let mut headers = Vec::new();
+        if let Some(token) = token {
+            headers.push(("x-access-token", token.to_owned()));
+        }
+        if as_root {
+            // E2B's way of naming the user: Basic base64("root:").
+            headers.push(("authorization", "Basic cm9vdDo=".to_owned()));
+        }
+        let mut builder = warren_proto::connect::Client::builder(self.url(addr, ""));
+        for (name, value) in headers {
+            let value = http::HeaderValue::from_str(&value).map_err(|e| failed(e.to_string()))?;
+            builder = builder.header(http::HeaderName::from_static(name), value);
+        }
+        let client = ProcessClient::new(builder.build().map_err(|e| failed(e.to_string()))?);
+        let req = StartRequest {
+            process: Some(ProcessConfig {
+                cmd: "/bin/sh".into(),
+                args: vec!["-c".into(), cmd.into()],
+                ..Default::default()
+            }),
+            tag: Some(tag.into()),
+            stdin: Some(false),
+            ..Default::default()
+        };
+        client.start(&req).await.map_err(|e| failed(e.to_string()))
+    }
+
     /// Starts `cmd` (`/bin/sh -c cmd`, as envd's default user, in its
     /// default workdir, tagged `start`) and returns once envd reports it
     /// running; the process lives on after this call (a template's `START`).
@@ -181,32 +222,9 @@ impl EnvdClient {
         cmd: &str,
     ) -> Result<(), EnvdError> {
         use futures_util::StreamExt;
-        use warren_proto::process::{ProcessClient, ProcessConfig, StartRequest, process_event};
-        let failed = |error: String| EnvdError::Transport {
-            addr: addr.to_string(),
-            route: "process.Process/Start",
-            error,
-        };
-        let mut builder = warren_proto::connect::Client::builder(self.url(addr, ""));
-        if let Some(token) = token {
-            let value = http::HeaderValue::from_str(token).map_err(|e| failed(e.to_string()))?;
-            builder = builder.header(http::HeaderName::from_static("x-access-token"), value);
-        }
-        let client = ProcessClient::new(builder.build().map_err(|e| failed(e.to_string()))?);
-        let req = StartRequest {
-            process: Some(ProcessConfig {
-                cmd: "/bin/sh".into(),
-                args: vec!["-c".into(), cmd.into()],
-                ..Default::default()
-            }),
-            tag: Some("start".into()),
-            stdin: Some(false),
-            ..Default::default()
-        };
-        let mut events = client
-            .start(&req)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        use warren_proto::process::process_event;
+        let mut events = self.start_shell(addr, token, false, cmd, "start").await?;
+        let failed = |error: String| start_failed(addr, error);
         match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
             Ok(Some(Ok(ev)))
                 if matches!(
@@ -220,6 +238,41 @@ impl EnvdClient {
             Ok(_) => Err(failed("no start event".into())),
             Err(_) => Err(failed("timed out".into())),
         }
+    }
+
+    /// Has the guest write its dirty pages out and drop its page cache
+    /// (as root: `sync; echo 3 > /proc/sys/vm/drop_caches`), so a snapshot
+    /// taken next neither writes nor, on restore, serves that memory.
+    /// Returns once the command has exited successfully, within `timeout`.
+    pub async fn drop_page_cache(
+        &self,
+        addr: IpAddr,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), EnvdError> {
+        use futures_util::StreamExt;
+        use warren_proto::process::process_event::Event;
+        let mut events = self
+            .start_shell(addr, token, true, DROP_PAGE_CACHE, "drop-caches")
+            .await?;
+        let failed = |error: String| start_failed(addr, error);
+        let ended = tokio::time::timeout(timeout, async {
+            while let Some(ev) = events.next().await {
+                let ev = ev.map_err(|e| failed(e.to_string()))?;
+                if let Some(Event::End(end)) = ev.event.and_then(|e| e.event) {
+                    return match (end.exited, end.exit_code) {
+                        (true, 0) => Ok(()),
+                        _ => Err(failed(format!(
+                            "{DROP_PAGE_CACHE:?} ended with {} (exit code {})",
+                            end.status, end.exit_code
+                        ))),
+                    };
+                }
+            }
+            Err(failed(format!("{DROP_PAGE_CACHE:?} never ended")))
+        })
+        .await;
+        ended.unwrap_or_else(|_| Err(failed(format!("{DROP_PAGE_CACHE:?} took over {timeout:?}"))))
     }
 
     /// `/snapshot/prepare`: envd closes idle connections, keep-alive off.
@@ -240,6 +293,17 @@ impl EnvdClient {
                 body: String::from_utf8_lossy(&body).into_owned(),
             }),
         }
+    }
+}
+
+/// What the guest runs before a snapshot to drop its page cache.
+pub const DROP_PAGE_CACHE: &str = "sync; echo 3 > /proc/sys/vm/drop_caches";
+
+fn start_failed(addr: IpAddr, error: String) -> EnvdError {
+    EnvdError::Transport {
+        addr: addr.to_string(),
+        route: "process.Process/Start",
+        error,
     }
 }
 

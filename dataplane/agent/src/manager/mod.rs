@@ -75,6 +75,10 @@ pub enum ManagerError {
 
 type Result<T> = std::result::Result<T, ManagerError>;
 
+/// How long the guest may take to write its dirty pages and drop its page
+/// cache before a snapshot.
+const DROP_CACHE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the manager behaves.
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
@@ -628,7 +632,8 @@ impl Manager {
     /// Pauses a running capsule: new public traffic is refused, then the
     /// backend pauses it. For a snapshot pause the capsule's proxied
     /// connections are drained first (requests in flight get
-    /// [`ManagerConfig::drain_grace`]) and envd is asked to prepare.
+    /// [`ManagerConfig::drain_grace`]), envd drops the guest's page cache
+    /// (a lean snapshot) and is asked to prepare.
     pub async fn pause(&self, id: &str) -> Result<Record> {
         let entry = self.entry(id)?;
         let _guard = self.lock_in(id, &entry, State::Running, "pause").await?;
@@ -638,14 +643,20 @@ impl Manager {
         if snapshot {
             self.edge.drain(id, self.config.drain_grace).await;
             let record = entry.record();
-            if let Some(addr) = record.address
-                && let Err(e) = self
+            if let Some(addr) = record.address.map(IpAddr::V4) {
+                let token = record.envd_token.as_deref();
+                // Both only make the snapshot smaller or its restore
+                // cleaner: not worth failing the pause for.
+                if let Err(e) = self
                     .envd
-                    .prepare_snapshot(IpAddr::V4(addr), record.envd_token.as_deref())
+                    .drop_page_cache(addr, token, DROP_CACHE_TIMEOUT)
                     .await
-            {
-                // Preparing only closes idle connections: not worth failing for.
-                tracing::warn!(capsule = id, error = %e, "envd did not prepare for the snapshot; pausing anyway");
+                {
+                    tracing::warn!(capsule = id, error = %e, "envd did not drop the page cache; pausing anyway");
+                }
+                if let Err(e) = self.envd.prepare_snapshot(addr, token).await {
+                    tracing::warn!(capsule = id, error = %e, "envd did not prepare for the snapshot; pausing anyway");
+                }
             }
         }
         match self.backend.pause(&cid).await {

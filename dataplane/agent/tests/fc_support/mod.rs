@@ -393,6 +393,16 @@ impl Drop for GuestEnvd {
     }
 }
 
+/// How many times this host's page cache was dropped (`drop_caches`).
+pub fn page_cache_drops() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .expect("/proc/vmstat")
+        .lines()
+        .find_map(|l| l.strip_prefix("drop_pagecache "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("drop_pagecache in /proc/vmstat")
+}
+
 /// Whether the TAP exists in the namespace `netns_name`.
 pub fn tap_exists(netns_name: &str) -> bool {
     Command::new("ip")

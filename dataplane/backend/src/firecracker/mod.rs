@@ -11,15 +11,17 @@
 //! guest init).
 //!
 //! Pausing ([`PauseMode::Snapshot`]; the sandbox manager has drained the
-//! capsule's connections and asked envd to prepare) pauses the vCPUs,
+//! capsule's connections, had envd drop the guest's page cache and asked
+//! it to prepare) inflates the balloon over the guest's free memory (every
+//! guest boots with one, see `vm::balloon`), pauses the vCPUs,
 //! writes a snapshot into `$WARREN_DIR/snapshots/<id>/` (full the first
 //! time, a diff of the dirty pages after a restore) and stops the process,
 //! so the capsule's RAM is freed. Resuming starts a new process in the same
 //! namespace, loads the snapshot with its memory served through
 //! userfaultfd by a page server on the data-plane cores ([`pager`]),
-//! prefetching what the last restore touched, puts the metadata back (it
-//! is not part of a snapshot) and resumes the vCPUs; the manager then
-//! re-initialises envd.
+//! prefetching what the last restore filled, puts the metadata back (it
+//! is not part of a snapshot), resumes the vCPUs and deflates the balloon;
+//! the manager then re-initialises envd.
 //!
 //! Module map: `state` (what is persisted per capsule), [`snapshot`] (the
 //! snapshot files and their commit), `vm` (the API call sequences),
@@ -486,8 +488,19 @@ impl FirecrackerBackend {
         let id = &capsule.id;
         let snapshots = self.inner.snapshots(id);
         let client = self.client(capsule)?;
-        let diff = capsule.state().restored.is_some() && snapshots.is_committed();
+        let state = capsule.state();
+        let diff = state.restored.is_some() && snapshots.is_committed();
         capsule.set_phase(Phase::Pausing)?;
+        if state.balloon {
+            // Lean snapshots: free guest memory is neither written nor
+            // served. Without it the snapshot is only bigger.
+            match vm::inflate_balloon(&client, vm::BALLOON_WAIT).await {
+                Ok(mib) => tracing::debug!(capsule = %id, mib, "balloon inflated for the snapshot"),
+                Err((step, e)) => {
+                    tracing::warn!(capsule = %id, step, error = %e, "balloon not inflated; snapshotting anyway");
+                }
+            }
+        }
         client.pause().await.map_err(|source| BackendError::Vmm {
             id: id.clone(),
             step: "pause vCPUs",
@@ -575,10 +588,14 @@ impl FirecrackerBackend {
             }
         };
         capsule.update(|s| s.restored = Some(Restored { regions }))?;
-        let spec = capsule.state().spec;
-        vm::resume_restored(&client, &vm::metadata(&spec))
+        let state = capsule.state();
+        vm::resume_restored(&client, &vm::metadata(&state.spec))
             .await
-            .map_err(Self::vmm_err(id))
+            .map_err(Self::vmm_err(id))?;
+        if state.balloon {
+            deflate(&client, id).await;
+        }
+        Ok(())
     }
 
     /// Brings a capsule found on disk back under management (after an
@@ -666,6 +683,9 @@ impl FirecrackerBackend {
         if info.state == vmm_api::model::InstanceState::Paused {
             client.resume().await.map_err(vmm("resume vCPUs"))?;
         }
+        if capsule.state().balloon {
+            deflate(&client, id).await;
+        }
         capsule.set_phase(Phase::Running)
     }
 }
@@ -722,6 +742,15 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+/// Gives the guest the memory its balloon took before a snapshot. A guest
+/// left short deflates the balloon itself when it needs memory
+/// (`deflate_on_oom`), so a failure is logged, not fatal.
+async fn deflate(client: &Client, id: &CapsuleId) {
+    if let Err((step, e)) = vm::deflate_balloon(client).await {
+        tracing::warn!(capsule = %id, step, error = %e, "balloon not deflated");
     }
 }
 
@@ -846,6 +875,7 @@ impl Backend for FirecrackerBackend {
                 phase: Phase::Creating,
                 restored: None,
                 cpu_ns_before: 0,
+                balloon: true,
             },
         ));
         let made = async {

@@ -13,7 +13,8 @@
 //!
 //! The page server serves until the backend closes its connection to it
 //! (after stopping the VM), then saves the working set it recorded next to
-//! the memory file; the next restore of that snapshot prefetches it.
+//! the memory file (every page it filled, in order: "last cycle"); the
+//! next restore of that snapshot prefetches it, and records it anew.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use warren_uffd::handshake::{self, Assembler, Chunk, HandshakeError};
-use warren_uffd::{PageServer, ServerConfig, Snapshot, WorkingSet, working_set};
+use warren_uffd::{PageServer, Refresh, ServerConfig, Snapshot, WorkingSet, working_set};
 
 use warren_runtime::Cores;
 
@@ -144,10 +145,11 @@ impl Pager {
     async fn spawn(&self, memory: &Path, server_socket: &Path) -> Result<PageServer, String> {
         let memory = memory.to_owned();
         let (snapshot, prefetch) = crate::blocking(move || open_memory(&memory)).await?;
-        let recorded = working_set::path_for(snapshot.path());
+        // A capsule's own snapshot: each restore refreshes its set.
+        let record = Refresh::EachRestore.record_to(snapshot.path());
         let mut config = ServerConfig::new(server_socket, snapshot);
         config.prefetch = prefetch;
-        config.record = Some(recorded);
+        config.record = record;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Box::new(move || {
             let _ = tx.send(PageServer::spawn(config));

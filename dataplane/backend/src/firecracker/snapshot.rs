@@ -8,17 +8,18 @@
 //! only after Firecracker and its page server have stopped, because the
 //! page server serves from `mem` until then. Committing renames the full
 //! files into place, or copies the diff's data extents (the pages
-//! Firecracker reported dirty, zeroed ones included) into `mem`. Every step
-//! of the commit is idempotent, so a crash anywhere in it is finished by
-//! committing again.
+//! Firecracker reported dirty) into `mem`. Either way pages of zeros
+//! (free guest memory, pages the guest zeroed) become holes rather than
+//! data ([`warren_uffd::sparse`]): no disk, and served without a read.
+//! Every step of the commit is idempotent, so a crash anywhere in it is
+//! finished by committing again.
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Whence, lseek};
 use vmm_api::model::{SnapshotCreate, SnapshotType};
+use warren_uffd::sparse;
 
 const VMSTATE: &str = "vmstate";
 const MEM: &str = "mem";
@@ -88,13 +89,19 @@ impl SnapshotDir {
             self.dir.join(PENDING_VMSTATE),
         );
         if full.exists() {
+            let mem = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&full)?;
+            sparse::punch_zero_blocks(&mem)?;
+            mem.sync_all()?;
             std::fs::rename(&full, self.memory())?;
         }
         if diff.exists() {
             let base = std::fs::OpenOptions::new()
                 .write(true)
                 .open(self.memory())?;
-            merge_diff(&File::open(&diff)?, &base)?;
+            sparse::merge_diff(&File::open(&diff)?, &base)?;
             base.sync_all()?;
         }
         if vmstate.exists() {
@@ -114,44 +121,6 @@ impl SnapshotDir {
     }
 }
 
-/// Copies every data extent of `diff` (a diff snapshot's memory file:
-/// dirty pages as data, clean ones as holes) to the same offset of `base`.
-pub fn merge_diff(diff: &File, base: &File) -> io::Result<()> {
-    let len = diff.metadata()?.len();
-    if base.metadata()?.len() != len {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "diff snapshot is {len} bytes, the memory file {} bytes",
-                base.metadata()?.len()
-            ),
-        ));
-    }
-    let offset = |v: u64| i64::try_from(v).map_err(|_| io::Error::other("file too large"));
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    while pos < len {
-        let start = match lseek(diff, offset(pos)?, Whence::SeekData) {
-            Ok(s) => s.unsigned_abs(),
-            // No data at or after `pos`.
-            Err(nix::errno::Errno::ENXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let end = lseek(diff, offset(start)?, Whence::SeekHole)?
-            .unsigned_abs()
-            .min(len);
-        let mut at = start;
-        while at < end {
-            let n = usize::try_from(end - at).map_or(buf.len(), |n| n.min(buf.len()));
-            diff.read_exact_at(&mut buf[..n], at)?;
-            base.write_all_at(&buf[..n], at)?;
-            at += n as u64;
-        }
-        pos = end;
-    }
-    Ok(())
-}
-
 fn remove_if_present(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -165,6 +134,8 @@ pub fn path_string(path: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
     use super::*;
 
     const PAGE: u64 = 4096;
@@ -178,15 +149,16 @@ mod tests {
     }
 
     #[test]
-    fn a_diff_is_merged_into_the_memory_file_zeroed_pages_included() {
+    fn a_diff_is_merged_into_the_memory_file_and_zero_pages_are_holes() {
         let dir = tempfile::tempdir().unwrap();
         let snap = SnapshotDir::new(dir.path().join("s"));
         let full = snap.request(false).unwrap();
         assert_eq!(full.snapshot_type, Some(SnapshotType::Full));
+        // Firecracker writes free pages too: page 7 is data, all zeros.
         sparse(
             Path::new(&full.mem_file_path),
             64 * PAGE,
-            &[(0, 1), (5, 2), (6, 3)],
+            &[(0, 1), (5, 2), (6, 3), (7, 0)],
         );
         std::fs::write(&full.snapshot_path, b"state 1").unwrap();
         snap.commit().unwrap();
@@ -213,16 +185,10 @@ mod tests {
         assert!(page(40).iter().all(|&b| b == 9));
         assert_eq!(std::fs::read(snap.vmstate()).unwrap(), b"state 2");
         assert!(!Path::new(&diff.mem_file_path).exists());
-    }
-
-    #[test]
-    fn a_diff_of_the_wrong_size_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        sparse(&a, 8 * PAGE, &[(1, 1)]);
-        sparse(&b, 16 * PAGE, &[]);
-        let err = merge_diff(&File::open(&a).unwrap(), &File::open(&b).unwrap()).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // Only pages 0, 6 and 40 take disk space: the free page 7 and the
+        // zeroed page 5 are holes.
+        let sectors = std::fs::metadata(snap.memory()).unwrap().blocks();
+        assert_eq!(sectors * 512, 3 * PAGE);
     }
 
     #[test]

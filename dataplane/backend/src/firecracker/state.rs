@@ -47,6 +47,10 @@ pub struct Persisted {
     /// CPU time used by earlier Firecracker processes of this capsule.
     #[serde(default)]
     pub cpu_ns_before: u64,
+    /// Whether the VM was booted with the balloon device (its snapshots
+    /// carry it); VMs booted before Warren configured one have none.
+    #[serde(default)]
+    pub balloon: bool,
 }
 
 /// A VM restored through a page server.

@@ -1,14 +1,17 @@
 //! The Firecracker API calls that make, restore and adjust one microVM, as
 //! sequences over a [`vmm_api::Client`]: what the guest is booted with, what
-//! is loaded from a snapshot, and what must be put again after a restore
-//! (the metadata store, which a snapshot does not carry).
+//! is loaded from a snapshot, what must be put again after a restore
+//! (the metadata store, which a snapshot does not carry), and the balloon
+//! that keeps snapshots lean (inflated before one, deflated after resume).
 
 use std::path::Path;
+use std::time::Duration;
 
 use vmm_api::Client;
 use vmm_api::model::{
-    BootSource, Drive, MachineConfig, MemoryBackend, MmdsConfig, MmdsContents, NetworkInterface,
-    PartialNetworkInterface, RateLimiter, SnapshotLoad, TokenBucket,
+    Balloon, BalloonUpdate, BootSource, Drive, MachineConfig, MemoryBackend, MmdsConfig,
+    MmdsContents, NetworkInterface, PartialNetworkInterface, RateLimiter, SnapshotLoad,
+    TokenBucket,
 };
 
 use super::snapshot::path_string;
@@ -69,6 +72,10 @@ pub async fn boot(client: &Client, plan: &BootPlan<'_>) -> Result<(), StepError>
         .await
         .map_err(step("network interface"))?;
     client
+        .put_balloon(&balloon())
+        .await
+        .map_err(step("balloon"))?;
+    client
         .put_mmds_config(&MmdsConfig::v2(vec![IFACE.into()]))
         .await
         .map_err(step("metadata service configuration"))?;
@@ -102,6 +109,78 @@ pub async fn load(client: &Client, vmstate: &Path, uffd_socket: &Path) -> Result
 pub async fn resume_restored(client: &Client, metadata: &MmdsContents) -> Result<(), StepError> {
     client.put_mmds(metadata).await.map_err(step("metadata"))?;
     client.resume().await.map_err(step("resume"))
+}
+
+/// The balloon every guest boots with: empty, deflated by the guest itself
+/// when it runs short of memory, reporting statistics every second (the
+/// pause reads the guest's free memory from them).
+pub fn balloon() -> Balloon {
+    Balloon {
+        amount_mib: 0,
+        deflate_on_oom: true,
+        stats_polling_interval_s: Some(1),
+        free_page_hinting: None,
+        free_page_reporting: None,
+    }
+}
+
+/// Memory an inflated balloon leaves the guest: 1/16 of what it has, at
+/// least [`BALLOON_HEADROOM_MIB`].
+pub const BALLOON_HEADROOM_MIB: u64 = 8;
+/// How long the pause waits for the guest to fill the balloon.
+pub const BALLOON_WAIT: Duration = Duration::from_secs(2);
+
+/// Before a snapshot (the guest's page cache dropped by then): inflates the
+/// balloon over the guest's available memory less some headroom, so those
+/// pages are neither written into the snapshot nor served on restore.
+/// Waits until the guest has handed the pages over, stops giving more, or
+/// `wait` passes. Returns the balloon's size in MiB (0 when the guest
+/// reports no memory statistics: no balloon driver).
+pub async fn inflate_balloon(client: &Client, wait: Duration) -> Result<u64, StepError> {
+    let stats = client
+        .balloon_stats()
+        .await
+        .map_err(step("balloon statistics"))?;
+    let Some(available) = stats.available_memory.or(stats.free_memory) else {
+        return Ok(0);
+    };
+    let headroom = (stats.total_memory.unwrap_or(0) >> 24).max(BALLOON_HEADROOM_MIB);
+    let target = (available >> 20).saturating_sub(headroom);
+    if target == 0 {
+        return Ok(0);
+    }
+    client
+        .patch_balloon(&BalloonUpdate { amount_mib: target })
+        .await
+        .map_err(step("inflate the balloon"))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let (mut last, mut still) = (0, 0);
+    loop {
+        let actual = client
+            .balloon_stats()
+            .await
+            .map_err(step("balloon statistics"))?
+            .actual_mib;
+        (still, last) = if actual == last {
+            (still + 1, last)
+        } else {
+            (0, actual)
+        };
+        // Done, out of time, or the guest gave nothing for 200 ms.
+        if actual >= target || tokio::time::Instant::now() >= deadline || still >= 10 {
+            return Ok(actual);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a restore (or a pause that did not happen): gives the guest its
+/// memory back.
+pub async fn deflate_balloon(client: &Client) -> Result<(), StepError> {
+    client
+        .patch_balloon(&BalloonUpdate { amount_mib: 0 })
+        .await
+        .map_err(step("deflate the balloon"))
 }
 
 /// Changes the egress limit of a running guest (`None`: unlimited).
