@@ -181,6 +181,12 @@ impl Policy for EdgePolicy {
     async fn admit(&self, req: &Request<'_>, view: &View<'_>) -> Result<Admitted<Ctx>, ProxyError> {
         let config = &self.shared.config;
         let head = req.head;
+        if head.method().eq_ignore_ascii_case(b"CONNECT") {
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                "CONNECT is not relayed: name a capsule port in the URL instead",
+            ));
+        }
         let caller = access::classify(head, config.agent_token.as_ref())?;
         let target = match target::resolve(head, config.domain.as_deref()) {
             Ok(target) => target,
@@ -291,7 +297,8 @@ impl Policy for EdgePolicy {
                 push_header(out, HOP_HEADER.as_bytes(), b"1");
             }
             Ctx::Api => {
-                write_request_start(out, head, head.target(), upgrade, |name| {
+                let (_, origin) = target::split_target(head.target());
+                write_request_start(out, head, &origin, upgrade, |name| {
                     is_forwarded(name) || name.eq_ignore_ascii_case(HOP_HEADER.as_bytes())
                 });
                 self.forwarded(req, out);

@@ -2,6 +2,8 @@
 //! `E2b-Sandbox-Id` + `E2b-Sandbox-Port`; the host `{port}-{id}.{domain}`;
 //! the path `/proxy/{id}/{port}/…` (the prefix is stripped).
 
+use std::borrow::Cow;
+
 use warren_proto::addr::{self, HostError};
 
 use warren_relay::head::Head;
@@ -64,10 +66,39 @@ fn id_string(id: &[u8]) -> Result<String, RouteError> {
     Ok(String::from_utf8_lossy(id).into_owned())
 }
 
+/// Splits a request target into its authority (absolute form,
+/// `http://host/path`) and its origin form (`/path?query`, starting with `/`).
+/// Every upstream gets the origin form, and checks of the path see what the
+/// upstream will see, however the client spelled the target.
+pub fn split_target(target: &[u8]) -> (Option<&[u8]>, Cow<'_, [u8]>) {
+    let rest = [&b"http://"[..], b"https://"].iter().find_map(|scheme| {
+        (target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme))
+            .then(|| &target[scheme.len()..])
+    });
+    let (authority, path) = match rest {
+        Some(rest) => {
+            let end = rest
+                .iter()
+                .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+                .unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(end);
+            (Some(authority), path)
+        }
+        None => (None, target),
+    };
+    if path.first() == Some(&b'/') {
+        (authority, Cow::Borrowed(path))
+    } else {
+        (authority, Cow::Owned([b"/", path].concat()))
+    }
+}
+
 /// Routes `head`; host routing takes `{port}-{id}.{domain}`, or any
-/// `{port}-{id}.…` host when `domain` is `None`.
+/// `{port}-{id}.…` host when `domain` is `None`. An absolute-form target's
+/// authority wins over the `Host` header (RFC 9112 §3.2.2).
 pub fn resolve(head: &Head, domain: Option<&str>) -> Result<Target, RouteError> {
-    let path = head.target();
+    let (authority, path) = split_target(head.target());
+    let path = &path[..];
     match (
         head.header("e2b-sandbox-id"),
         head.header("e2b-sandbox-port"),
@@ -83,7 +114,7 @@ pub fn resolve(head: &Head, domain: Option<&str>) -> Result<Target, RouteError> 
         (None, None) => {}
         _ => return Err(RouteError::HalfHeaders),
     }
-    if let Some(host) = head.header("host")
+    if let Some(host) = authority.or_else(|| head.header("host"))
         && let Some(target) = from_host(host, domain, path)?
     {
         return Ok(target);
@@ -209,6 +240,31 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn absolute_form_targets_are_routed_and_sent_in_origin_form() {
+        let t = route(
+            "GET http://8080-abc.w.dev/init?x HTTP/1.1\r\nHost: other.example\r\n\r\n",
+            Some("w.dev"),
+        )
+        .unwrap();
+        assert_eq!((t.id.as_str(), t.port), ("abc", 8080));
+        assert_eq!(t.upstream_path, b"/init?x");
+        let t = route("GET HTTP://x/proxy/abc/80/a HTTP/1.1\r\n\r\n", None).unwrap();
+        assert_eq!(t.upstream_path, b"/a");
+        let t = route(
+            "GET http://h HTTP/1.1\r\nE2b-Sandbox-Id: a\r\nE2b-Sandbox-Port: 49983\r\n\r\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.upstream_path, b"/");
+        assert_eq!(
+            split_target(b"http://h?q=1"),
+            (Some(&b"h"[..]), Cow::from(&b"/?q=1"[..]))
+        );
+        assert_eq!(split_target(b"/plain"), (None, Cow::from(&b"/plain"[..])));
+        assert_eq!(split_target(b"*"), (None, Cow::from(&b"/*"[..])));
     }
 
     #[test]

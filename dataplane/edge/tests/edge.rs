@@ -500,3 +500,75 @@ fn tls_picks_the_certificate_by_sni_relays_and_reloads() {
     let _ = plain.read_to_end(&mut got);
     assert!(!got.starts_with(b"HTTP/1.1 200"));
 }
+
+#[test]
+fn absolute_form_targets_cannot_reach_envds_internal_routes() {
+    let edge = start(config(|_| {}), book(vec![("cap", local())]));
+    for target in [
+        "http://x/init",
+        "HTTP://x/snapshot/prepare",
+        "http://x//init?a",
+    ] {
+        let refused = get(
+            edge.local_addr(),
+            target,
+            "E2b-Sandbox-Id: cap\r\nE2b-Sandbox-Port: 49983\r\n",
+        );
+        assert_eq!(refused.status, 403, "{target}: {}", refused.text());
+        assert_eq!(refused.error_code(), "internal_route");
+    }
+    let connect = get(edge.local_addr(), "/", "");
+    assert_eq!(connect.error_code(), "no_route");
+    let mut client = Client::connect(edge.local_addr());
+    client.send(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n");
+    assert_eq!(client.response().status, 400);
+}
+
+#[test]
+fn chunk_extensions_are_dropped_so_no_bare_lf_reaches_the_upstream() {
+    // An upstream that records the raw bytes of one request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut buf).expect("read");
+            let mut all = recorder.lock().expect("seen");
+            all.extend_from_slice(&buf[..n]);
+            if n == 0 || all.ends_with(b"0\r\n\r\n") {
+                break;
+            }
+        }
+        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    });
+    let edge = start(config(|_| {}), book(vec![("cap", local())]));
+    let mut client = Client::connect(edge.local_addr());
+    client.send(
+        format!(
+            "POST /proxy/cap/{}/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"x\nGET /smuggled HTTP/1.1\"\r\nhello\r\n0\r\n\r\n",
+            upstream.port()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client.response().status, 200);
+    let raw = seen.lock().expect("seen").clone();
+    let body = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| &raw[i + 4..])
+        .expect("a head");
+    assert_eq!(body, b"5\r\nhello\r\n0\r\n\r\n");
+    // A trailer with a bare LF is refused outright.
+    let mut client = Client::connect(edge.local_addr());
+    client.send(
+        format!(
+            "POST /proxy/cap/{}/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nx: a\nGET / HTTP/1.1\r\n\r\n",
+            upstream.port()
+        )
+        .as_bytes(),
+    );
+    assert!(client.is_closed() || client.response().status >= 400);
+}

@@ -256,7 +256,11 @@ impl Flow<'_> {
                 .position(|&b| b == b';' || b == b'\r')
                 .unwrap_or(0);
             let size = parse_hex(&line[..size_end]).ok_or_else(|| bad_chunk("bad chunk size"))?;
-            out.extend_from_slice(line);
+            // Re-framed rather than copied: extensions are dropped, so no
+            // stray CR or LF in them reaches a pooled upstream connection
+            // (an upstream that ends lines at a bare LF would frame the
+            // body differently: request smuggling).
+            out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
             buf.consume(len);
             if size == 0 {
                 // Trailer section: lines up to and including an empty one.
@@ -265,7 +269,11 @@ impl Flow<'_> {
                         self.flush(to, out).await?;
                     }
                     let len = self.line(from, buf).await?;
-                    out.extend_from_slice(&buf.data()[..len]);
+                    let trailer = &buf.data()[..len];
+                    if trailer[..len - 2].iter().any(|&b| b == b'\r' || b == b'\n') {
+                        return Err(bad_chunk("a bare CR or LF in a trailer line"));
+                    }
+                    out.extend_from_slice(trailer);
                     buf.consume(len);
                     if len == 2 {
                         return self.flush(to, out).await;

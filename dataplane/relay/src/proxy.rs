@@ -393,10 +393,16 @@ async fn refuse<P: Policy>(core: Rc<Core<P>>, client: Socket, refused: Refused) 
         }
     };
     let page = ProxyError::new(ErrorCode::TooManyConnections, message).retry_after(1);
-    let _ = runtime::timeout(
-        Duration::from_secs(1),
-        client.send_all(&page.response(false, true)),
-    )
+    // A lingering close: the page, our FIN, then whatever the client sent
+    // read and dropped, so closing does not reset the connection (a reset
+    // would discard the page before the client reads it).
+    let _ = runtime::timeout(Duration::from_secs(1), async {
+        client.send_all(&page.response(false, true)).await?;
+        client.shutdown_write();
+        let mut sink = [0u8; 4096];
+        while client.recv(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    })
     .await;
 }
 
