@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warren_control::recipe::{
+use warren_recipe::{
     self, Instruction,
     cache::{ArchiveFile, ArchiveLookup, cache_keys},
 };

@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::error::ApiResult;
+use super::error::ApiResult;
 
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events",
     responses((status = 200, description = "text/event-stream of SSEEvent frames")))]

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use super::error::ApiError;
 
 /// A JSON body, limited to the configured size.
 #[derive(Debug)]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast};
 
 use super::notify::{Kind, Wake};
-use super::{runner, store};
+use super::runner;
+use crate::db::builds as store;
 use crate::app::AppState;
 
 /// How often idle workers look for expired leases.

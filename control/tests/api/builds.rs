@@ -575,12 +575,15 @@ impl Drop for ControlProcess {
 #[tokio::test]
 async fn a_build_whose_worker_dies_is_taken_over_with_real_agent() {
     require_real_agent!("a_build_whose_worker_dies_is_taken_over_with_real_agent");
-    let Some(control_bin) = binary("warren-control") else {
-        eprintln!(
-            "SKIP a_build_whose_worker_dies_is_taken_over_with_real_agent: warren-control is not built"
-        );
+    let test = "a_build_whose_worker_dies_is_taken_over_with_real_agent";
+    let missing = binary("warren-control")
+        .is_none()
+        .then(|| "warren-control is not built (cargo build -p warren-control)".to_string());
+    if skip(test, missing) {
         return;
-    };
+    }
+    let control_bin = binary("warren-control").unwrap();
+    let control_dir = tempfile::tempdir().unwrap();
     // This replica serves the API; its workers are off.
     let (c, agent, _admin, key) = warren_with_real_agent(0).await;
     let k = c.client().with(&key);
@@ -591,6 +594,7 @@ async fn a_build_whose_worker_dies_is_taken_over_with_real_agent() {
         .unwrap()
         .port();
     let child = std::process::Command::new(&control_bin)
+        .env("WARREN_DIR", control_dir.path())
         .env("DATABASE_URL", &c.app.cfg.database_url)
         .env("WARREN_LISTEN", format!("127.0.0.1:{port}"))
         .env("WARREN_BUILD_LEASE", "4")
@@ -686,7 +690,7 @@ async fn a_recipe_builds_on_minimal_with_real_agent() {
         .fetch_one(&c.app.db)
         .await
         .unwrap();
-    crate::lifecycle::sync(&c, &host).await;
+    sync(&c, &host).await;
 
     let recipe = r#"ENV GREETING=hi
 USER app

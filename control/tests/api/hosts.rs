@@ -250,7 +250,7 @@ async fn an_agent_registers_itself_and_heartbeats_with_real_agent() {
     })
     .await;
     // The control plane reaches the agent at the address it registered.
-    crate::lifecycle::sync(&c, &id).await;
+    sync(&c, &id).await;
     let h = host(a.clone(), id.clone()).await;
     assert!(h["memory_mb"].as_i64().unwrap_or(0) > 0, "{h}");
     let saved = std::fs::read_to_string(agent.dir.path().join("agent/host.json")).unwrap();

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests: failing loudly is the point
 
 mod common;
+mod local_envd;
 mod real_agent;
 mod stub_agent;
 

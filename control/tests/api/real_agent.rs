@@ -17,7 +17,6 @@ use warren_proto::agent::v1 as pb;
 use warren_proto::connect::Client as RpcClient;
 
 use crate::common::*;
-use crate::lifecycle::sync;
 
 pub const TOKEN: &str = "real-agent-test-token-0123456789";
 
@@ -35,8 +34,7 @@ pub fn binary(name: &str) -> Option<PathBuf> {
 
 /// Why the real agent cannot run here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         return Some("needs root (namespaces, cgroups, nftables)".into());
     }
     for b in ["warren-agent", "envd"] {
@@ -47,15 +45,19 @@ pub fn unavailable() -> Option<String> {
             ));
         }
     }
+    let nft = Command::new("nft").arg("--version").output();
+    if !nft.is_ok_and(|o| o.status.success()) {
+        return Some("nft (nftables) is not installed (scripts/deps.sh)".into());
+    }
     None
 }
 
-/// Skips the test (returns) with a message when the real agent cannot run.
+/// Skips the test (returns) when the real agent cannot run here: as a
+/// non-root user, with the reason; as root a missing part fails it.
 #[macro_export]
 macro_rules! require_real_agent {
     ($name:expr) => {
-        if let Some(why) = $crate::real_agent::unavailable() {
-            eprintln!("SKIP {}: {why}", $name);
+        if $crate::common::skip($name, $crate::real_agent::unavailable()) {
             return;
         }
     };
