@@ -111,9 +111,14 @@ fn show(ev: &SseEvent, out: &mut impl Write) -> anyhow::Result<Option<BuildEnd>>
             }
             out.flush()?;
         }
-        "end" => return Ok(Some(serde_json::from_str(&ev.data).with_context(|| parse("end"))?)),
+        "end" => {
+            return Ok(Some(
+                serde_json::from_str(&ev.data).with_context(|| parse("end"))?,
+            ));
+        }
         "error" => {
-            let e: LogStreamError = serde_json::from_str(&ev.data).with_context(|| parse("error"))?;
+            let e: LogStreamError =
+                serde_json::from_str(&ev.data).with_context(|| parse("error"))?;
             bail!("log stream: {}", e.message)
         }
         _ => {}

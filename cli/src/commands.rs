@@ -124,7 +124,11 @@ pub async fn capsule(api: &Api, cmd: CapsuleCmd) -> anyhow::Result<i32> {
             }
             p.done(c.status.as_str());
             println!("{}", c.id);
-            Ok(if c.status == CapsuleStatus::Running { 0 } else { 1 })
+            Ok(if c.status == CapsuleStatus::Running {
+                0
+            } else {
+                1
+            })
         }
         CapsuleCmd::Ls => {
             let list: Vec<CapsuleView> = api.get("/v1/capsules").await?;
@@ -225,7 +229,10 @@ async fn copy(api: &Api, src: &str, dst: &str) -> anyhow::Result<()> {
                 .text("path", path.to_string())
                 .part("file", part);
             let req = api
-                .request(Method::POST, &format!("/v1/capsules/{id}/files/stream/write"))
+                .request(
+                    Method::POST,
+                    &format!("/v1/capsules/{id}/files/stream/write"),
+                )
                 .multipart(form);
             api.send_empty(req).await?;
             p.done("done");
@@ -234,7 +241,10 @@ async fn copy(api: &Api, src: &str, dst: &str) -> anyhow::Result<()> {
         (Some((id, path)), None) => {
             let p = Progress::start(&format!("downloading {path}"));
             let resp = api
-                .request(Method::POST, &format!("/v1/capsules/{id}/files/stream/read"))
+                .request(
+                    Method::POST,
+                    &format!("/v1/capsules/{id}/files/stream/read"),
+                )
                 .json(&PathRequest { path: path.into() })
                 .send()
                 .await?;

@@ -26,9 +26,9 @@ pub struct AgentClient {
 
 impl AgentClient {
     pub fn new(rpc: &RpcClients, address: &str, token: &str) -> Result<Self, Unreachable> {
-        let (unary, _) = rpc.clients(address).map_err(|e| {
-            Unreachable(format!("bad agent address {address}: {}", e.message))
-        })?;
+        let (unary, _) = rpc
+            .clients(address)
+            .map_err(|e| Unreachable(format!("bad agent address {address}: {}", e.message)))?;
         let auth = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| Unreachable("the agent token is not a valid header value".into()))?;
         Ok(Self {

@@ -78,9 +78,7 @@ impl AppState {
             .proxy_address
             .as_deref()
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| {
-                Unreachable("host has not reported its proxy address yet".into())
-            })?;
+            .ok_or_else(|| Unreachable("host has not reported its proxy address yet".into()))?;
         EnvdClient::via_relay(
             &self.rpc,
             self.files.clone(),

@@ -102,8 +102,8 @@ impl EnvdClient {
         user: &str,
     ) -> Result<Self, EnvdError> {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
-        let auth = HeaderValue::from_str(&format!("Basic {basic}"))
-            .map_err(|_| EnvdError::BadUser)?;
+        let auth =
+            HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| EnvdError::BadUser)?;
         headers.insert(http::header::AUTHORIZATION, auth);
         let (unary, streams) = rpc
             .clients(addr)
@@ -333,6 +333,9 @@ mod tests {
             .to_string(),
             "no such file"
         );
-        assert_eq!(files_error(StatusCode::BAD_REQUEST, b"dir").to_string(), "dir");
+        assert_eq!(
+            files_error(StatusCode::BAD_REQUEST, b"dir").to_string(),
+            "dir"
+        );
     }
 }

@@ -430,10 +430,7 @@ async fn begin(
     transition(app, &row.id, from, to, change)
         .await?
         .ok_or_else(|| {
-            LifecycleError::InvalidState(format!(
-                "capsule cannot go from {} to {to}",
-                row.status
-            ))
+            LifecycleError::InvalidState(format!("capsule cannot go from {} to {to}", row.status))
         })
 }
 

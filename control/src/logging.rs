@@ -9,10 +9,10 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// A log file that can be reopened in place.
 #[derive(Clone, Debug)]
@@ -88,7 +88,11 @@ pub fn init(default_level: &str, file: Option<LogFile>) {
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let file = file.map(|f| tracing_subscriber::fmt::layer().with_ansi(false).with_writer(f));
+    let file = file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(f)
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(stderr)

@@ -63,7 +63,10 @@ impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("extra", &self.extra)
-            .field("workers", &self.workers.iter().map(|w| &w.0).collect::<Vec<_>>())
+            .field(
+                "workers",
+                &self.workers.iter().map(|w| &w.0).collect::<Vec<_>>(),
+            )
             .field("hooks", &self.hooks.len())
             .finish()
     }

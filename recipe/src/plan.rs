@@ -405,8 +405,8 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contents::tests::tar_of;
     use crate::archive::inspect;
+    use crate::contents::tests::tar_of;
     use crate::parse;
 
     fn base() -> Base {

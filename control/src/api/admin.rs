@@ -73,7 +73,10 @@ pub async fn put_template(
 ) -> ApiResult<Response> {
     let row = templates::put_platform(&app, &p, &req).await?;
     let note = AuditNote::resource(row.name.clone());
-    Ok(noted((StatusCode::CREATED, Json(row.view())).into_response(), note))
+    Ok(noted(
+        (StatusCode::CREATED, Json(row.view())).into_response(),
+        note,
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/admin/templates/{name}", tag = "admin", params(("name" = String, Path)),

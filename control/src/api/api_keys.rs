@@ -24,7 +24,10 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let key = keys::create(&app, &p, &req).await?;
     let note = AuditNote::resource(key.id.clone());
-    Ok(noted((StatusCode::CREATED, Json(key)).into_response(), note))
+    Ok(noted(
+        (StatusCode::CREATED, Json(key)).into_response(),
+        note,
+    ))
 }
 
 /// The team's keys (never the keys themselves).

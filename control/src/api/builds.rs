@@ -115,7 +115,10 @@ pub async fn create(
     };
     let view = builds::submit(&app, &p, build).await?;
     let note = AuditNote::resource(view.id.clone());
-    Ok(noted((StatusCode::ACCEPTED, Json(view)).into_response(), note))
+    Ok(noted(
+        (StatusCode::ACCEPTED, Json(view)).into_response(),
+        note,
+    ))
 }
 
 /// The team's builds, newest first (at most 100).

@@ -67,9 +67,8 @@ async fn relay(
     };
     let (host_id, host) = lookup.await.map_err(ApiError::internal)?;
     let host_id = host_id.ok_or_else(|| ApiError::NotFound(format!("capsule {id} not found")))?;
-    let host = host.ok_or_else(|| {
-        ApiError::HostUnavailable(format!("host {host_id} no longer exists"))
-    })?;
+    let host =
+        host.ok_or_else(|| ApiError::HostUnavailable(format!("host {host_id} no longer exists")))?;
     let proxy = host.proxy_address.clone().ok_or_else(|| {
         ApiError::HostUnavailable(format!("host {host_id} has no data plane address yet"))
     })?;

@@ -372,7 +372,10 @@ mod tests {
             })
         };
         assert_eq!(files(StatusCode::NOT_FOUND, "no such file").status(), 404);
-        assert_eq!(files(StatusCode::NOT_FOUND, "no such file").to_string(), "no such file");
+        assert_eq!(
+            files(StatusCode::NOT_FOUND, "no such file").to_string(),
+            "no such file"
+        );
         assert_eq!(files(StatusCode::BAD_REQUEST, "dir").status(), 400);
         assert_eq!(files(StatusCode::IM_A_TEAPOT, "x").code(), "agent_error");
     }

@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
 use super::error::ApiError;
+use crate::app::AppState;
 
 /// A JSON body, limited to the configured size.
 #[derive(Debug)]

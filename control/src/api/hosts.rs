@@ -28,7 +28,10 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let created = hosts::create(&app, &p, &req).await?;
     let note = AuditNote::resource(created.host.id.clone());
-    Ok(noted((StatusCode::CREATED, Json(created)).into_response(), note))
+    Ok(noted(
+        (StatusCode::CREATED, Json(created)).into_response(),
+        note,
+    ))
 }
 
 /// Hosts the caller may see.
@@ -89,7 +92,10 @@ pub async fn register(
         actor: Some(("host".into(), id, "agent".into())),
         metadata: None,
     };
-    Ok(noted((StatusCode::CREATED, Json(body)).into_response(), note))
+    Ok(noted(
+        (StatusCode::CREATED, Json(body)).into_response(),
+        note,
+    ))
 }
 
 /// The agent's liveness signal.

@@ -84,7 +84,8 @@ async fn setup(
         Some(Ok(Message::Text(t))) => parse(t.as_str())?,
         _ => return Err(wrong()),
     };
-    let base64 = q.encoding.as_deref() == Some("base64") || msg.encoding.as_deref() == Some("base64");
+    let base64 =
+        q.encoding.as_deref() == Some("base64") || msg.encoding.as_deref() == Some("base64");
     match msg.kind.as_str() {
         "start" => {
             let tag = new_tag("pty");

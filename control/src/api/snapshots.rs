@@ -31,7 +31,10 @@ pub async fn create(
     };
     let tpl = templates::create_snapshot(&app, &p, &req.sandbox_id, req.name, overwrite).await?;
     let note = AuditNote::resource(tpl.name.clone());
-    Ok(noted((StatusCode::CREATED, Json(tpl.view())).into_response(), note))
+    Ok(noted(
+        (StatusCode::CREATED, Json(tpl.view())).into_response(),
+        note,
+    ))
 }
 
 /// Templates the team can use: its snapshots and the platform's.

@@ -25,7 +25,10 @@ fn note(team_id: &str, resource: &str) -> AuditNote {
 }
 
 fn done(team_id: &str) -> Response {
-    noted(StatusCode::NO_CONTENT.into_response(), note(team_id, team_id))
+    noted(
+        StatusCode::NO_CONTENT.into_response(),
+        note(team_id, team_id),
+    )
 }
 
 /// Teams the caller belongs to, with their role.
@@ -44,7 +47,10 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let team = teams::create(&app, &p, &req.name).await?;
     let note = note(&team.id, &team.id);
-    Ok(noted((StatusCode::CREATED, Json(team)).into_response(), note))
+    Ok(noted(
+        (StatusCode::CREATED, Json(team)).into_response(),
+        note,
+    ))
 }
 
 /// A team the caller belongs to, with its members.
@@ -107,7 +113,10 @@ pub async fn add_member(
 ) -> ApiResult<Response> {
     let member = teams::add_member(&app, &p, &id, &req.email, req.role.as_deref()).await?;
     let note = note(&id, &member.user_id);
-    Ok(noted((StatusCode::CREATED, Json(member)).into_response(), note))
+    Ok(noted(
+        (StatusCode::CREATED, Json(member)).into_response(),
+        note,
+    ))
 }
 
 /// Change a member's role (admin or owner; the owner's role is fixed).

@@ -14,12 +14,12 @@ use warren_api_types::status::LogStream;
 use warren_proto::filesystem as fs;
 use warren_proto::process as pr;
 
-use warren_recipe::contents as archive;
-use warren_recipe::plan::{Action, CopyItem, CopyKind, Ctx, Health, Target, sh_quote};
 use crate::app::AppState;
 use crate::db::builds::{Fence, FenceError};
 use crate::db::hosts::HostConn;
 use crate::envd_client::{EnvdClient, EnvdError, selector};
+use warren_recipe::contents as archive;
+use warren_recipe::plan::{Action, CopyItem, CopyKind, Ctx, Health, Target, sh_quote};
 
 /// Output is written to the log at least this often while a step runs.
 const FLUSH_EVERY: Duration = Duration::from_millis(300);

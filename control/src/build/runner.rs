@@ -615,7 +615,8 @@ impl Job {
     async fn finish(&self, capsule: &Capsule, base: &TemplateRow, plan: &Plan) -> Result<(), Stop> {
         let db = &self.app.db;
         let row = &self.row;
-        let previous = templates::claim_name(&self.app, &row.team_id, &row.name, row.overwrite).await?;
+        let previous =
+            templates::claim_name(&self.app, &row.team_id, &row.name, row.overwrite).await?;
         let (agent_name, replace) = templates::agent_name_for(previous.as_ref(), &capsule.host.id);
         if !replace {
             *lock(&self.made.template) = Some(agent_name.clone());

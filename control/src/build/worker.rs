@@ -11,8 +11,8 @@ use tokio::sync::{Semaphore, broadcast};
 
 use super::notify::{Kind, Wake};
 use super::runner;
-use crate::db::builds as store;
 use crate::app::AppState;
+use crate::db::builds as store;
 
 /// How often idle workers look for expired leases.
 const POLL: Duration = Duration::from_secs(2);

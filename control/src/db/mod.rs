@@ -47,10 +47,7 @@ pub async fn connect(url: &str, max_connections: u32, wait: Duration) -> anyhow:
             Err(err) => return Err(err).context("connecting to Postgres"),
         }
     };
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("applying migrations")?;
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
     Ok(pool)
 }
 

@@ -141,7 +141,12 @@ pub async fn mark_deleted(db: &PgPool, id: &str) -> sqlx::Result<()> {
 }
 
 /// Whether `user_id` was added (false: already a member).
-pub async fn add_member(db: &PgPool, team_id: &str, user_id: &str, role: Role) -> sqlx::Result<bool> {
+pub async fn add_member(
+    db: &PgPool,
+    team_id: &str,
+    user_id: &str,
+    role: Role,
+) -> sqlx::Result<bool> {
     let added = sqlx::query(
         "INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",

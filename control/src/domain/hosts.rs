@@ -19,7 +19,9 @@
 
 use std::time::Duration;
 
-use warren_api_types::hosts::{CreateHostRequest, CreateHostResponse, Host, RegisterRequest, RegisterResponse};
+use warren_api_types::hosts::{
+    CreateHostRequest, CreateHostResponse, Host, RegisterRequest, RegisterResponse,
+};
 use warren_api_types::status::{HostKind, HostStatus, Role};
 
 use crate::app::AppState;
@@ -114,9 +116,7 @@ pub async fn create(
         HostKind::Byoc => {
             let team = req.team_id.clone().unwrap_or_else(|| p.team_id.clone());
             if team != p.team_id && !p.is_admin {
-                return Err(
-                    Denied::rule("BYOC hosts can only be added to your own team").into(),
-                );
+                return Err(Denied::rule("BYOC hosts can only be added to your own team").into());
             }
             require_manage(p, Some(&team))?;
             Some(team)

@@ -48,7 +48,9 @@ fn valid_team_name(name: &str) -> Result<String> {
 fn assignable_role(s: &str) -> Result<Role> {
     match Role::parse(s) {
         Some(r @ (Role::Admin | Role::Member)) => Ok(r),
-        _ => Err(TeamError::Invalid("role must be 'admin' or 'member'".into())),
+        _ => Err(TeamError::Invalid(
+            "role must be 'admin' or 'member'".into(),
+        )),
     }
 }
 
@@ -146,8 +148,8 @@ pub async fn add_member(
 ) -> Result<TeamMember> {
     caller(app, p, id, Role::Admin, "adding members").await?;
     let role = assignable_role(role.unwrap_or("member"))?;
-    let email = super::users::normalize_email(email)
-        .map_err(|e| TeamError::Invalid(e.to_string()))?;
+    let email =
+        super::users::normalize_email(email).map_err(|e| TeamError::Invalid(e.to_string()))?;
     let user_id = db::users::id_by_email(&app.db, &email)
         .await?
         .ok_or(TeamError::NoAccount)?;
@@ -168,7 +170,13 @@ async fn target_role(app: &AppState, team_id: &str, uid: &str) -> Result<Role> {
 }
 
 /// Changes a member's role (admin or owner; the owner's role is fixed).
-pub async fn set_role(app: &AppState, p: &Principal, id: &str, uid: &str, role: &str) -> Result<()> {
+pub async fn set_role(
+    app: &AppState,
+    p: &Principal,
+    id: &str,
+    uid: &str,
+    role: &str,
+) -> Result<()> {
     caller(app, p, id, Role::Admin, "changing roles").await?;
     let role = assignable_role(role)?;
     if target_role(app, id, uid).await? == Role::Owner {

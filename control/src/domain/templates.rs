@@ -168,7 +168,14 @@ pub async fn create_snapshot(
     let mut tx = app.db.begin().await?;
     let tpl = put_team_template(&mut tx, &new, previous.as_ref()).await?;
     let meta = serde_json::json!({ "sandbox_id": row.id });
-    publish(&mut *tx, &row.team_id, "template.snapshot.create", &name, meta).await?;
+    publish(
+        &mut *tx,
+        &row.team_id,
+        "template.snapshot.create",
+        &name,
+        meta,
+    )
+    .await?;
     tx.commit().await?;
     if let Some(prev) = previous.filter(|p| p.agent_name != tpl.agent_name) {
         forget_agent_template(app, &prev.agent_name).await;
@@ -179,12 +186,13 @@ pub async fn create_snapshot(
 /// Templates the team can use (its snapshots and the platform's),
 /// optionally of one kind (`base`, `snapshot`).
 pub async fn list(app: &AppState, p: &Principal, kind: Option<&str>) -> Result<Vec<TemplateView>> {
-    let kind = match kind {
-        None => None,
-        Some(k) => Some(TemplateKind::parse(k).ok_or_else(|| {
-            TemplateError::Invalid("type must be 'base' or 'snapshot'".into())
-        })?),
-    };
+    let kind =
+        match kind {
+            None => None,
+            Some(k) => Some(TemplateKind::parse(k).ok_or_else(|| {
+                TemplateError::Invalid("type must be 'base' or 'snapshot'".into())
+            })?),
+        };
     let rows = db::templates::list(&app.db, Some(&p.team_id), kind).await?;
     Ok(rows.iter().map(TemplateRow::view).collect())
 }
@@ -223,7 +231,11 @@ fn validate_shell(shell: &str) -> Result<()> {
 
 /// Registers (or updates) a platform base template (platform
 /// administrators only).
-pub async fn put_platform(app: &AppState, p: &Principal, req: &TemplateRequest) -> Result<TemplateRow> {
+pub async fn put_platform(
+    app: &AppState,
+    p: &Principal,
+    req: &TemplateRequest,
+) -> Result<TemplateRow> {
     p.require_admin()?;
     validate_name(&req.name)?;
     let agent_name = req.agent_name.as_deref().unwrap_or(&req.name);
@@ -232,7 +244,9 @@ pub async fn put_platform(app: &AppState, p: &Principal, req: &TemplateRequest) 
         validate_shell(s)?;
     }
     if lifecycle::check_size(app, req.vcpus, req.memory_mb).is_err() {
-        return Err(TemplateError::Invalid("vcpus or memory_mb out of range".into()));
+        return Err(TemplateError::Invalid(
+            "vcpus or memory_mb out of range".into(),
+        ));
     }
     let t = PlatformTemplate {
         name: &req.name,
@@ -290,7 +304,10 @@ pub async fn delete_agent_template(app: &AppState, agent_name: &str) -> Result<(
                 )));
             }
             Err(e) if e.code == Code::ResourceExhausted => {
-                return Err(TemplateError::Conflict(format!("delete failed: {}", e.message)));
+                return Err(TemplateError::Conflict(format!(
+                    "delete failed: {}",
+                    e.message
+                )));
             }
             Err(e) => return Err(e.into()),
         }

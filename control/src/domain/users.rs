@@ -191,15 +191,14 @@ pub async fn update(
     req: &UpdateUserRequest,
 ) -> Result<AdminUser> {
     p.require_admin()?;
-    let status = match req.status.as_deref() {
-        None => None,
-        Some(s) => Some(UserStatus::parse(s).ok_or_else(|| {
-            UserError::Invalid("status must be 'active' or 'disabled'".into())
-        })?),
-    };
-    if p.actor_id() == id
-        && (req.is_admin == Some(false) || status == Some(UserStatus::Disabled))
-    {
+    let status =
+        match req.status.as_deref() {
+            None => None,
+            Some(s) => Some(UserStatus::parse(s).ok_or_else(|| {
+                UserError::Invalid("status must be 'active' or 'disabled'".into())
+            })?),
+        };
+    if p.actor_id() == id && (req.is_admin == Some(false) || status == Some(UserStatus::Disabled)) {
         return Err(UserError::Invalid(
             "administrators cannot demote or disable themselves".into(),
         ));

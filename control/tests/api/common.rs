@@ -11,8 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use warren_control::app::AppState;
-use warren_control::db::cluster::PgCluster;
 use warren_control::config::ControlConfig;
+use warren_control::db::cluster::PgCluster;
 use warren_control::{Server, ServerBuilder};
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();

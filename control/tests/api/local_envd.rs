@@ -103,4 +103,3 @@ pub async fn capsule_on_local_envd(
     let id = cap["id"].as_str().expect("id").to_string();
     (c, agent, envd, key, id)
 }
-

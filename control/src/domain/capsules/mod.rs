@@ -62,7 +62,11 @@ pub async fn list(app: &AppState, p: &Principal) -> Result<Vec<CapsuleRow>> {
 
 /// Creates a capsule; returns once it runs, or still `starting` if its
 /// host is slow to confirm.
-pub async fn create(app: &AppState, p: &Principal, req: CreateCapsuleRequest) -> Result<CapsuleRow> {
+pub async fn create(
+    app: &AppState,
+    p: &Principal,
+    req: CreateCapsuleRequest,
+) -> Result<CapsuleRow> {
     let spec = CreateSpec {
         template: req.template,
         vcpus: req.vcpus,

@@ -203,7 +203,10 @@ impl Session {
         envs.entry("TERM".into())
             .or_insert_with(|| "xterm-256color".into());
         let cmd = cmd.filter(|c| !c.is_empty()).unwrap_or_else(|| {
-            self.shell.first().cloned().unwrap_or_else(|| "/bin/sh".into())
+            self.shell
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "/bin/sh".into())
         });
         let req = pr::StartRequest {
             process: Some(pr::ProcessConfig {

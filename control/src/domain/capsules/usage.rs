@@ -42,9 +42,8 @@ fn metrics_range(r: &str) -> Option<(Duration, Duration)> {
 /// `range` (default `1h`).
 pub async fn stats(app: &AppState, p: &Principal, range: Option<String>) -> Result<CapsuleStats> {
     let range = range.unwrap_or_else(|| "1h".into());
-    let (window, bucket) = stats_range(&range).ok_or_else(|| {
-        CapsuleError::Invalid("range must be one of 5m, 1h, 6h, 24h, 30d".into())
-    })?;
+    let (window, bucket) = stats_range(&range)
+        .ok_or_else(|| CapsuleError::Invalid("range must be one of 5m, 1h, 6h, 24h, 30d".into()))?;
     let (running, vcpus, memory_mb) = usage::current(&app.db, &p.team_id).await?;
     let points = usage::series(&app.db, &p.team_id, window, bucket).await?;
     let month = usage::series(&app.db, &p.team_id, Duration::days(30), Duration::hours(1)).await?;
@@ -74,9 +73,8 @@ pub async fn stats(app: &AppState, p: &Principal, range: Option<String>) -> Resu
 fn date(s: Option<&str>, default: NaiveDate, what: &str) -> Result<NaiveDate> {
     match s {
         None => Ok(default),
-        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-            CapsuleError::Invalid(format!("{what} must be a date (YYYY-MM-DD)"))
-        }),
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|_| CapsuleError::Invalid(format!("{what} must be a date (YYYY-MM-DD)"))),
     }
 }
 
