@@ -16,7 +16,7 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use warren_dataplane::agent::{self, AgentConfig, BackendChoice};
+use warren_agent::agent::{self, AgentConfig, BackendChoice};
 use warren_proto::{
     agent::v1::{self as pb, AgentClient},
     connect::Client,
@@ -120,7 +120,7 @@ fn main() {
         control: None,
     };
     let net_config = {
-        let mut n = warren_dataplane::netslot::NetConfig::new(data.path().join("net"));
+        let mut n = warren_netslot::NetConfig::new(data.path().join("net"));
         n.prefix = config.net_prefix.clone();
         n.table = config.nft_table.clone();
         n.capsule_net = config.capsule_net.expect("set");
@@ -272,7 +272,7 @@ fn main() {
 /// parent, also when the bench fails half way.
 struct Cleanup {
     client: AgentClient,
-    net: warren_dataplane::netslot::NetConfig,
+    net: warren_netslot::NetConfig,
 }
 
 impl Drop for Cleanup {
@@ -290,7 +290,7 @@ impl Drop for Cleanup {
                     eprintln!("cleanup: terminate: {e}");
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Err(e) = warren_dataplane::netslot::SlotManager::purge(&net).await {
+                if let Err(e) = warren_netslot::SlotManager::purge(&net).await {
                     eprintln!("cleanup: purge: {e}");
                 }
             });

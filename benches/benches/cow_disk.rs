@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use warren_dataplane::cow_disk::loopdev::LoopDevice;
-use warren_dataplane::cow_disk::{CowDisks, CowMethod};
+use warren_backend::cow_disk::{CowDisks, CowMethod};
+use warren_backend::loopdev::LoopDevice;
 
 const MIB: u64 = 1 << 20;
 const TEMPLATE_SIZE: u64 = 1024 * MIB;

@@ -17,10 +17,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use warren_dataplane::backend::namespace::{
-    ENVD_PORT, InitCommand, NamespaceBackend, NamespaceConfig,
-};
-use warren_dataplane::backend::{Backend, CapsuleId, CapsuleSpec, Resources};
+use warren_backend::namespace::{InitCommand, NamespaceBackend, NamespaceConfig};
+use warren_backend::{Backend, CapsuleId, CapsuleSpec, Resources};
+use warren_proto::addr::ENVD_PORT;
 
 /// Every latency measured, per operation, for the percentile report.
 static SAMPLES: Mutex<BTreeMap<&'static str, Vec<Duration>>> = Mutex::new(BTreeMap::new());

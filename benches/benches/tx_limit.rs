@@ -10,8 +10,8 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use warren_dataplane::netslot::testing::{Sender, Sink, TestNet, shaped_bytes, skip_unless_root};
-use warren_dataplane::netslot::{SlotOptions, TxLimit};
+use warren_netslot::testing::{Sender, Sink, TestNet, shaped_bytes, skip_unless_root};
+use warren_netslot::{SlotOptions, TxLimit};
 
 /// Rates measured, in MB/s (10^6 bytes); the last is the default limit.
 const RATES_MB: [u64; 6] = [1, 2, 10, 50, 100, 200];

@@ -24,7 +24,7 @@ for tool in wrk nginx python3; do
 done
 
 echo "building warren-agent (release)…" >&2
-cargo build --quiet --release -p warren-dataplane --bin warren-agent --manifest-path "$ROOT/Cargo.toml"
+cargo build --quiet --release -p warren-agent --bin warren-agent --manifest-path "$ROOT/Cargo.toml"
 AGENT=$TARGET/release/warren-agent
 
 WORK=$(mktemp -d /tmp/warren-proxy-bench.XXXXXX)

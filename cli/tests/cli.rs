@@ -36,10 +36,7 @@ async fn warren(c: &Control, key: &str, args: &[&str]) -> (i32, String, String) 
 
 #[tokio::test]
 async fn warren_cli_with_stub_agent_and_local_envd() {
-    if skip("warren_cli_with_stub_agent_and_local_envd", envd_missing()) {
-        return;
-    }
-    let (c, _agent, _envd, key, id) = capsule_on_local_envd(&envd_binary(), 100 << 20).await;
+    let (c, _agent, _envd, key, id) = capsule_on_local_envd(100 << 20).await;
     let (code, out, err) = warren(&c, &key, &["capsule", "ls"]).await;
     assert!(
         code == 0 && out.contains(&id) && out.contains("running"),

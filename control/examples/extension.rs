@@ -101,7 +101,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    warren_control::logging::init("info", None);
+    warren_logging::init(false, None);
     let cli = Cli::parse();
     install(Server::builder(cli.config))
         .build()

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warren_dataplane::proxy::location::rewrite;
+use warren_edge::location::rewrite;
 
 const PREFIX: &str = "/proxy/abc/8080";
 

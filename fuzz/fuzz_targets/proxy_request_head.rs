@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warren_dataplane::proxy::{access, head::Head, target};
+use warren_edge::{access, head::Head, target};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((head, len))) = Head::parse_request(data) {

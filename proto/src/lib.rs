@@ -5,6 +5,7 @@
 //!   messages, field names and numbers as E2B's envd, so E2B's SDKs talk to
 //!   our envd unchanged.
 //! - [`agent::v1`]: the lifecycle RPC between warren-control and warren-agent.
+//! - [`addr`]: envd's port and the `{port}-{id}.{domain}` capsule host names.
 //! - [`connect`]: the Connect protocol (unary and streaming over HTTP/1.1 and
 //!   HTTP/2, JSON and binary codecs) for every server and client in the
 //!   workspace.
@@ -35,4 +36,5 @@ pub mod agent {
         include!(concat!(env!("OUT_DIR"), "/agent.v1.serde.rs"));
     }
 }
+pub mod addr;
 pub mod connect;

@@ -1,8 +1,8 @@
 //! `warren-uffd`: the userfaultfd page server that restored Firecracker microVMs
 //! fault their guest memory in through.
 //!
-//! It runs inside `warren-agent` on the data plane's io_uring cores (see
-//! DESIGN.md, "Page serving"): for each restore the agent calls
+//! It runs inside `warren-agent` on the data plane's io_uring cores
+//! (`warren-runtime`): for each restore the agent calls
 //! [`PageServer::spawn`] on a core with the snapshot's memory file; Firecracker
 //! connects to the socket and hands over its userfaultfd; faults are served from
 //! the memory file (holes as zero pages, diff layers on top), with fault-around,

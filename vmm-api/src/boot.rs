@@ -1,8 +1,8 @@
 //! The guest kernel command line Warren boots microVMs with.
 //!
 //! Networking is fixed per capsule and identical in every capsule: the guest
-//! is always 169.254.0.21/30 behind `tap0` at 169.254.0.22 (see DESIGN.md,
-//! "Network slot"), so a memory snapshot taken in one network slot resumes
+//! is always 169.254.0.21/30 behind `tap0` at 169.254.0.22 (see
+//! `warren-netslot`), so a memory snapshot taken in one network slot resumes
 //! in any other. The kernel's `ip=` argument carries it; the guest init
 //! (`images/guest/init`) applies it, also when the kernel was built without
 //! `CONFIG_IP_PNP`.

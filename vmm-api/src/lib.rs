@@ -12,8 +12,9 @@
 //!   API socket, stops it (SIGTERM, then SIGKILL) and cleans up processes and
 //!   sockets left over from a previous agent run.
 //!
-//! The Firecracker backend in `warren-dataplane` builds on this crate.
-//! See DESIGN.md ("Backends").
+//! The Firecracker backend (`dataplane/backend`, crate `warren-backend`)
+//! builds on this crate; a stand-in that serves this API for tests lives in
+//! `dev/fc-standin`.
 
 pub mod boot;
 pub mod client;

@@ -23,7 +23,7 @@ fn busybox() -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.is_file());
     if found.is_none() {
-        eprintln!("SKIP: busybox is not installed (apt: busybox-static)");
+        let _ = warren_testkit::missing("busybox is not installed (apt: busybox-static)");
     }
     found
 }

@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::Parser;
 use warren_control::Server;
 use warren_control::config::ControlConfig;
-use warren_control::logging::{self, LogFile};
 
 /// The Warren control plane: Wrenn-compatible REST API on Postgres.
 #[derive(Debug, Parser)]
@@ -22,9 +21,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let log = LogFile::open(&cli.dir.join("logs/control.log"))
+    warren_control::logging::init(&cli.dir)
         .with_context(|| format!("opening the log file under {}", cli.dir.display()))?;
-    logging::init("info", Some(log.clone()));
-    log.reopen_on_sighup()?;
     Server::builder(cli.config).build().await?.run().await
 }

@@ -278,26 +278,6 @@ pub async fn sync(c: &Control, host: &str) {
         .expect("sync");
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether `test` must be skipped because `missing` (why it cannot run
-/// here, if it cannot). Running as root, as CI does, everything a test
-/// needs must be here: a missing part fails the test instead. Other users
-/// skip, with the reason.
-pub fn skip(test: &str, missing: Option<String>) -> bool {
-    match missing {
-        None => false,
-        Some(why) if is_root() => panic!("{test} cannot run: {why}"),
-        Some(why) => {
-            eprintln!("SKIP {test}: {why}");
-            true
-        }
-    }
-}
-
 /// Polls `f` until it returns `Some`, for up to `secs`.
 pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
 where

@@ -19,7 +19,13 @@ async fn seen(k: &Client, capsule: &str) -> Vec<String> {
         .expect("a list")
         .iter()
         .filter(|e| e["capsule_id"] == capsule)
-        .map(|e| format!("{}:{}", e["event"].as_str().unwrap(), e["status"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["event"].as_str().unwrap(),
+                e["status"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -45,7 +51,10 @@ async fn example_extension_routes_and_hooks_with_stub_agent() {
     assert_eq!(st, 202, "{cap}");
     let id = cap["id"].as_str().unwrap().to_string();
     let started = ["created:starting", "state_changed:running"];
-    eventually(10, || async { (seen(&k, &id).await == started).then_some(()) }).await;
+    eventually(10, || async {
+        (seen(&k, &id).await == started).then_some(())
+    })
+    .await;
     let (_, v) = k.get("/v1/example/events").await;
     assert_eq!(v[1]["from"], "starting", "{v}");
 
@@ -58,7 +67,10 @@ async fn example_extension_routes_and_hooks_with_stub_agent() {
         "state_changed:stopped",
         "destroyed:stopped",
     ];
-    eventually(10, || async { (seen(&k, &id).await == ended).then_some(()) }).await;
+    eventually(10, || async {
+        (seen(&k, &id).await == ended).then_some(())
+    })
+    .await;
 
     // Another team sees none of it.
     let other = signup(&http, "other@example.com").await;

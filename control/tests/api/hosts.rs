@@ -213,7 +213,7 @@ async fn byoc_hosts_belong_to_their_team() {
 /// back as the same host from its saved credentials.
 #[tokio::test]
 async fn an_agent_registers_itself_and_heartbeats_with_real_agent() {
-    require_real_agent!("an_agent_registers_itself_and_heartbeats_with_real_agent");
+    require_real_agent!();
     let c = Control::on(&fresh_db().await).await;
     let http = c.client();
     let admin = signup(&http, "ops@example.com").await;

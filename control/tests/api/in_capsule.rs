@@ -34,13 +34,7 @@ fn text(m: Message) -> Option<Value> {
 
 #[tokio::test]
 async fn in_capsule_routes_with_stub_agent_and_local_envd() {
-    if skip(
-        "in_capsule_routes_with_stub_agent_and_local_envd",
-        envd_missing(),
-    ) {
-        return;
-    }
-    let (c, _agent, _envd, key, id) = capsule_on_local_envd(&envd_binary(), 1 << 20).await;
+    let (c, _agent, _envd, key, id) = capsule_on_local_envd(1 << 20).await;
     let k = c.client().with(&key);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().expect("utf-8").to_string();

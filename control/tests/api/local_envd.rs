@@ -21,26 +21,9 @@ impl Drop for Envd {
     }
 }
 
-/// The envd binary: `ENVD_BIN`, else the one built beside these tests.
-pub fn envd_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("ENVD_BIN") {
-        return p.into();
-    }
-    std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("debug/envd")
-}
-
-/// Why envd cannot run here, if it cannot.
-pub fn envd_missing() -> Option<String> {
-    let bin = envd_binary();
-    (!bin.exists()).then(|| {
-        format!(
-            "no envd binary at {} (cargo build -p envd, or set ENVD_BIN)",
-            bin.display()
-        )
-    })
+/// The envd binary: `ENVD_BIN`, else the one built beside this test.
+fn envd_binary() -> PathBuf {
+    warren_testkit::built_bin("envd", Some("ENVD_BIN"))
 }
 
 async fn start_envd(bin: &std::path::Path) -> (Envd, String) {
@@ -75,11 +58,8 @@ async fn start_envd(bin: &std::path::Path) -> (Envd, String) {
 
 /// Control + stand-in agent + local envd, one running capsule of an
 /// administrator's team: (control, agent, envd, API key, capsule id).
-pub async fn capsule_on_local_envd(
-    bin: &std::path::Path,
-    max_upload: u64,
-) -> (Control, StubAgent, Envd, String, String) {
-    let (envd, envd_addr) = start_envd(bin).await;
+pub async fn capsule_on_local_envd(max_upload: u64) -> (Control, StubAgent, Envd, String, String) {
+    let (envd, envd_addr) = start_envd(&envd_binary()).await;
     let mut cfg = config(&fresh_db().await);
     cfg.max_upload_bytes = max_upload;
     let c = Control::start(cfg).await;

@@ -20,44 +20,23 @@ use crate::common::*;
 
 pub const TOKEN: &str = "real-agent-test-token-0123456789";
 
-fn target_dir() -> PathBuf {
-    std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("debug")
+/// The workspace binary `name` built beside this test (see
+/// `warren_testkit::built_bin`).
+pub fn binary(name: &str) -> PathBuf {
+    warren_testkit::built_bin(name, None)
 }
 
-/// The binary `name` beside this test's, if built.
-pub fn binary(name: &str) -> Option<PathBuf> {
-    Some(target_dir().join(name)).filter(|p| p.exists())
+/// Whether the real agent can run here: a non-root user skips, with the
+/// reason; as root (CI) a missing tool or binary fails the test.
+pub fn available() -> bool {
+    warren_testkit::need_root_and_tools("namespaces, cgroups, nftables", &[("nft", "nftables")])
 }
 
-/// Why the real agent cannot run here, if it cannot.
-pub fn unavailable() -> Option<String> {
-    if !is_root() {
-        return Some("needs root (namespaces, cgroups, nftables)".into());
-    }
-    for b in ["warren-agent", "envd"] {
-        if binary(b).is_none() {
-            return Some(format!(
-                "{b} is not built in {} (cargo build -p warren-dataplane -p envd)",
-                target_dir().display()
-            ));
-        }
-    }
-    let nft = Command::new("nft").arg("--version").output();
-    if !nft.is_ok_and(|o| o.status.success()) {
-        return Some("nft (nftables) is not installed (scripts/deps.sh)".into());
-    }
-    None
-}
-
-/// Skips the test (returns) when the real agent cannot run here: as a
-/// non-root user, with the reason; as root a missing part fails it.
+/// Returns from the test when the real agent cannot run here.
 #[macro_export]
 macro_rules! require_real_agent {
-    ($name:expr) => {
-        if $crate::common::skip($name, $crate::real_agent::unavailable()) {
+    () => {
+        if !$crate::real_agent::available() {
             return;
         }
     };
@@ -171,7 +150,7 @@ impl RealAgent {
             .append(true)
             .open(self.dir.path().join("agent.stderr"))
             .expect("agent log");
-        let child = Command::new(binary("warren-agent").expect("warren-agent"))
+        let child = Command::new(binary("warren-agent"))
             .args(&self.args)
             .args(&self.run_args)
             .env("LOG_LEVEL", "info")
@@ -279,7 +258,8 @@ impl Drop for RealAgent {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(bin) = binary("warren-agent") {
+        {
+            let bin = binary("warren-agent");
             let mut purge = vec!["purge".to_string()];
             purge.extend(self.args.iter().cloned());
             let _ = Command::new(bin)

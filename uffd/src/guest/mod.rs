@@ -355,6 +355,31 @@ fn not_mapped() -> io::Error {
     )
 }
 
+/// Hands memory the caller mapped itself (`len` bytes at `addr`, backed by
+/// the memory file from offset 0, in base pages) to the page server at
+/// `socket`, as Firecracker does on a load: a new userfaultfd with `features`,
+/// the range registered for missing faults, the region list sent with the
+/// descriptor. Keep the returned descriptor and connection open while the
+/// memory is in use; touching it then faults pages in through the server.
+pub fn hand_over(
+    socket: &Path,
+    addr: u64,
+    len: u64,
+    features: u64,
+) -> io::Result<(OwnedFd, UnixStream)> {
+    let uffd = sys::create()?;
+    sys::api(uffd.as_fd(), features).map_err(os)?;
+    sys::register(uffd.as_fd(), addr, len).map_err(os)?;
+    let region = Region {
+        base: addr,
+        size: len,
+        offset: 0,
+        page_size: PageSize::Base,
+    };
+    let stream = send_raw_handshake(socket, &handshake::encode(&[region]), &[&uffd])?;
+    Ok((uffd, stream))
+}
+
 /// Sends an arbitrary handshake (for testing malformed ones): `json` with the
 /// descriptors `fds` in `SCM_RIGHTS`, over a new connection to `socket`.
 /// Returns the connection.

@@ -1,50 +1,26 @@
-//! Helpers shared by vmm-api's integration tests: a Swagger 2.0 schema
-//! checker over Firecracker's spec, and test fixtures.
+//! Helpers shared by vmm-api's integration tests: Firecracker's spec (with
+//! `warren-testkit`'s checker), the stand-in, and test fixtures.
 #![allow(dead_code)]
 
-pub mod swagger;
+pub use warren_testkit::swagger;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `shared/` (Firecracker's spec lives in `shared/firecracker/`): `WARREN_SHARED`,
-/// else `<repo>/../shared`.
-pub fn shared_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("WARREN_SHARED") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-    };
-    dir.join("firecracker/firecracker-api.yaml")
-        .is_file()
-        .then_some(dir)
-}
-
 /// Firecracker's spec, or `None` after printing why the test is skipped.
 pub fn spec() -> Option<swagger::Spec> {
-    let Some(dir) = shared_dir() else {
-        eprintln!(
-            "SKIP: Firecracker's spec not found: set WARREN_SHARED to the shared/ directory \
-             holding firecracker/firecracker-api.yaml"
-        );
-        return None;
-    };
-    Some(swagger::Spec::load(
-        &dir.join("firecracker/firecracker-api.yaml"),
-    ))
+    warren_testkit::firecracker_spec()
 }
 
-/// The stand-in binary serving Firecracker's API (Firecracker cannot run here).
+/// The stand-in binary serving Firecracker's API (Firecracker cannot run
+/// here; `dev/fc-standin`).
 pub fn mock_firecracker_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mock-firecracker"))
+    warren_testkit::built_bin("mock-firecracker", None)
 }
 
 /// Whether namespaces can be created; prints why not otherwise.
 pub fn can_use_namespaces() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIP: needs root (network and mount namespaces)");
-    false
+    warren_testkit::need_root("network and mount namespaces")
 }
 
 /// A network namespace made for one test (`ip netns add`), deleted on drop.
