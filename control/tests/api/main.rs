@@ -12,6 +12,7 @@ mod auth;
 mod bad_input;
 mod build_input;
 mod builds;
+mod daemon;
 mod extension;
 mod hosts;
 mod in_capsule;
