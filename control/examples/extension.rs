@@ -2,7 +2,8 @@
 //! `warren-control` writes one ([`install`]): a hook that records every
 //! capsule event, a background worker that keeps that record bounded, and
 //! a route, `GET /v1/example/events`, that shows the caller's team the
-//! events of its capsules (authenticated like the rest of the API).
+//! events of its capsules (authenticated like the rest of the API, and
+//! listed in `/openapi.json`).
 //!
 //! Run it like `warren-control` (same flags and environment):
 //! `cargo run -p warren-control --example extension -- --database-url ...`.
@@ -12,10 +13,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json};
 use clap::Parser;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use warren_control::app::AppState;
 use warren_control::auth::Principal;
 use warren_control::config::ControlConfig;
@@ -26,7 +29,7 @@ use warren_control::{Server, ServerBuilder};
 const KEEP: usize = 1000;
 
 /// One recorded event, as the route shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Seen {
     #[serde(skip)]
     pub team_id: String,
@@ -62,18 +65,25 @@ fn lock(r: &Record) -> std::sync::MutexGuard<'_, VecDeque<Seen>> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The capsule events of the caller's team this replica saw, oldest first.
+#[utoipa::path(get, path = "/v1/example/events", tag = "example",
+    responses((status = 200, body = [Seen])))]
+async fn events(p: Principal, Extension(record): Extension<Record>) -> Json<Vec<Seen>> {
+    let mine = lock(&record)
+        .iter()
+        .filter(|s| s.team_id == p.team_id)
+        .cloned()
+        .collect();
+    Json(mine)
+}
+
 /// Adds the example's hook, worker and route to a control plane.
 pub fn install(builder: ServerBuilder) -> ServerBuilder {
     let record: Record = Arc::default();
-    let (hooked, trimmed, shown) = (record.clone(), record.clone(), record);
-    let events = move |p: Principal| async move {
-        let mine: Vec<Seen> = lock(&shown)
-            .iter()
-            .filter(|s| s.team_id == p.team_id)
-            .cloned()
-            .collect();
-        Json(mine)
-    };
+    let (hooked, trimmed) = (record.clone(), record.clone());
+    let route = OpenApiRouter::new()
+        .routes(routes!(events))
+        .layer(Extension(record));
     builder
         .on_capsule_event(move |_app: AppState, ev: CapsuleEvent| {
             let record = hooked.clone();
@@ -89,7 +99,7 @@ pub fn install(builder: ServerBuilder) -> ServerBuilder {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
-        .routes(Router::new().route("/v1/example/events", get(events)))
+        .documented_routes(route)
 }
 
 /// The example as a program: `warren-control` plus the extension.

@@ -42,8 +42,13 @@ async fn example_extension_routes_and_hooks_with_stub_agent() {
     add_host(&c, &admin.token, &agent).await;
     let k = http.with(&api_key(&http, &admin).await);
 
-    // The route shares the API's authentication.
+    // The route shares the API's authentication and its documentation.
     assert_error(&http.get("/v1/example/events").await, 401, "unauthorized");
+    let (_, doc) = http.get("/openapi.json").await;
+    assert!(
+        doc["paths"]["/v1/example/events"]["get"].is_object(),
+        "{doc}"
+    );
     let (st, v) = k.get("/v1/example/events").await;
     assert_eq!((st.as_u16(), v), (200, json!([])));
 
