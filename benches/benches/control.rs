@@ -22,8 +22,8 @@ use envd::state::{Defaults, Envd};
 use futures_util::StreamExt;
 use prost::Message;
 use serde_json::{Value, json};
-use warren_control::cli::pg::PgCluster;
 use warren_control::config::ControlConfig;
+use warren_control::db::cluster::PgCluster;
 use warren_proto::agent::v1 as pb;
 use warren_proto::connect::Client;
 use warren_proto::process::{ProcessClient, ProcessConfig, StartRequest};
@@ -138,16 +138,16 @@ async fn setup() -> Setup {
     // Control.
     let mut cfg = ControlConfig::for_database(&pg.url("bench"));
     cfg.no_background = true;
-    let app = warren_control::server::state(cfg).await.expect("control");
+    let server = warren_control::Server::builder(cfg)
+        .build()
+        .await
+        .expect("control");
+    let app = server.app().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(warren_control::server::serve(
-        app.clone(),
-        listener,
-        std::future::pending(),
-    ));
+    tokio::spawn(server.serve(listener, std::future::pending()));
 
     let http = reqwest::Client::new();
     let post = |path: &str, auth: Option<String>, body: Value| {
@@ -188,7 +188,8 @@ async fn setup() -> Setup {
     .await;
     let conn = warren_control::db::hosts::conn(&app.db, reg["host"]["id"].as_str().expect("host"))
         .await
-        .expect("host");
+        .expect("host")
+        .expect("registered host");
     warren_control::reconciler::sync_host(&app, &conn)
         .await
         .expect("sync");

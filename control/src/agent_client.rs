@@ -1,15 +1,22 @@
 //! Typed client for a host's `agent.v1.Agent` lifecycle RPC (the
-//! generated `warren_proto` client, with the control plane's token), and
-//! the mapping of Connect errors to REST errors.
+//! generated `warren_proto` client, with the control plane's token).
+//! Calls fail with the agent's Connect error ([`RpcError`]); a host that
+//! cannot be addressed at all is [`Unreachable`].
 
 use http::HeaderValue;
 use warren_proto::agent::v1 as pb;
 use warren_proto::connect::{Code, ConnectError};
 
-use crate::error::ApiError;
 use crate::rpc::RpcClients;
 
 pub type RpcError = ConnectError;
+
+/// A host (its agent or its data plane) that cannot be reached: not
+/// registered, gone, offline, or without a usable address. The message
+/// says which.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
 
 /// One agent, reached at its RPC address with the control plane's token.
 #[derive(Debug, Clone)]
@@ -18,12 +25,12 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    pub fn new(rpc: &RpcClients, address: &str, token: &str) -> Result<Self, ApiError> {
-        let (unary, _) = rpc.clients(address).map_err(|e| {
-            ApiError::HostUnavailable(format!("bad agent address {address}: {}", e.message))
-        })?;
+    pub fn new(rpc: &RpcClients, address: &str, token: &str) -> Result<Self, Unreachable> {
+        let (unary, _) = rpc
+            .clients(address)
+            .map_err(|e| Unreachable(format!("bad agent address {address}: {}", e.message)))?;
         let auth = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ApiError::internal("agent token is not a valid header value"))?;
+            .map_err(|_| Unreachable("the agent token is not a valid header value".into()))?;
         Ok(Self {
             inner: pb::AgentClient::new(unary.with_header(http::header::AUTHORIZATION, auth)),
         })
@@ -124,50 +131,13 @@ pub fn is_definite(err: &RpcError) -> bool {
     )
 }
 
-/// Maps an agent or envd error to the REST error users see.
-pub fn rpc_to_api(err: RpcError) -> ApiError {
-    let msg = err.message;
-    match err.code {
-        Code::NotFound => ApiError::NotFound(msg),
-        Code::InvalidArgument | Code::OutOfRange => ApiError::InvalidRequest(msg),
-        Code::FailedPrecondition | Code::Aborted => ApiError::InvalidState(msg),
-        Code::AlreadyExists => ApiError::AlreadyExists(msg),
-        Code::ResourceExhausted => ApiError::HostUnavailable(msg),
-        Code::Unavailable => {
-            ApiError::HostUnavailable(format!("capsule host is unreachable: {msg}"))
-        }
-        Code::DeadlineExceeded => ApiError::Timeout(msg),
-        _ => ApiError::Agent(msg),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn err(code: Code) -> RpcError {
-        ConnectError::new(code, "m")
-    }
-
     #[test]
-    fn maps_codes_to_rest_errors() {
-        assert_eq!(rpc_to_api(err(Code::NotFound)).status(), 404);
-        assert_eq!(rpc_to_api(err(Code::InvalidArgument)).status(), 400);
-        assert_eq!(
-            rpc_to_api(err(Code::FailedPrecondition)).code(),
-            "invalid_state"
-        );
-        assert_eq!(
-            rpc_to_api(err(Code::AlreadyExists)).code(),
-            "already_exists"
-        );
-        assert_eq!(rpc_to_api(err(Code::Internal)).code(), "agent_error");
-        assert_eq!(
-            rpc_to_api(err(Code::Unavailable)).code(),
-            "host_unavailable"
-        );
-        assert_eq!(rpc_to_api(err(Code::DeadlineExceeded)).status(), 504);
-        assert!(is_definite(&err(Code::NotFound)));
-        assert!(!is_definite(&err(Code::Unavailable)));
+    fn definite_errors() {
+        assert!(is_definite(&ConnectError::new(Code::NotFound, "m")));
+        assert!(!is_definite(&ConnectError::new(Code::Unavailable, "m")));
     }
 }

@@ -18,14 +18,33 @@ use http_body_util::{BodyExt, StreamBody};
 use warren_proto::connect::{Client, MessageStream};
 use warren_proto::{filesystem as fs, process as pr};
 
-use crate::agent_client::RpcError;
-use crate::error::ApiError;
+use crate::agent_client::{RpcError, Unreachable};
 use crate::rpc::RpcClients;
 use crate::transfer::{self, BoxError, Endpoint, HttpClient, ReqBody};
 
 /// envd's port inside every capsule.
 pub const ENVD_PORT: u16 = 49983;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `/files` transfer (or setting up the client) failed. RPCs fail with
+/// envd's Connect error ([`RpcError`]) instead.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvdError {
+    /// envd answered with an error status (its message, and the status).
+    #[error("{message}")]
+    Files { status: StatusCode, message: String },
+    #[error("envd did not answer")]
+    Timeout,
+    #[error("capsule unreachable: {0}")]
+    Unreachable(String),
+    /// The relay cannot be addressed.
+    #[error(transparent)]
+    Host(#[from] Unreachable),
+    #[error("user name is not a valid header value")]
+    BadUser,
+    #[error("building the request: {0}")]
+    Request(#[from] http::Error),
+}
 
 #[derive(Debug, Clone)]
 pub struct EnvdClient {
@@ -65,7 +84,7 @@ impl EnvdClient {
         capsule_id: &str,
         agent_token: &str,
         user: &str,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, EnvdError> {
         let mut headers = HeaderMap::new();
         transfer::header(&mut headers, "e2b-sandbox-id", capsule_id);
         transfer::header(&mut headers, "e2b-sandbox-port", &ENVD_PORT.to_string());
@@ -81,14 +100,14 @@ impl EnvdClient {
         addr: &str,
         mut headers: HeaderMap,
         user: &str,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, EnvdError> {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
-        let auth = HeaderValue::from_str(&format!("Basic {basic}"))
-            .map_err(|_| ApiError::invalid("user name is not a valid header value"))?;
+        let auth =
+            HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| EnvdError::BadUser)?;
         headers.insert(http::header::AUTHORIZATION, auth);
-        let (unary, streams) = rpc.clients(addr).map_err(|e| {
-            ApiError::HostUnavailable(format!("bad relay address {addr}: {}", e.message))
-        })?;
+        let (unary, streams) = rpc
+            .clients(addr)
+            .map_err(|e| Unreachable(format!("bad relay address {addr}: {}", e.message)))?;
         let unary = with_headers(&unary, &headers);
         Ok(Self {
             process: pr::ProcessClient::new(unary.clone()),
@@ -202,19 +221,18 @@ impl EnvdClient {
 
     /// Streams a file out of the capsule: the response body is envd's,
     /// passed on chunk by chunk.
-    pub async fn download(&self, path: &str) -> Result<hyper::body::Incoming, ApiError> {
+    pub async fn download(&self, path: &str) -> Result<hyper::body::Incoming, EnvdError> {
         let req = self
             .files
             .request(Method::GET, &self.files_path(path))
-            .body(transfer::full_body(Bytes::new()))
-            .map_err(ApiError::internal)?;
+            .body(transfer::full_body(Bytes::new()))?;
         let resp = self.send(req).await?;
         Ok(resp.into_body())
     }
 
     /// Streams `data` into `path` inside the capsule as envd's multipart
     /// upload; nothing is buffered beyond one chunk.
-    pub async fn upload<S>(&self, path: &str, data: S) -> Result<(), ApiError>
+    pub async fn upload<S>(&self, path: &str, data: S) -> Result<(), EnvdError>
     where
         S: Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
     {
@@ -236,19 +254,18 @@ impl EnvdClient {
                 http::header::CONTENT_TYPE,
                 format!("multipart/form-data; boundary={boundary}"),
             )
-            .body(body)
-            .map_err(ApiError::internal)?;
+            .body(body)?;
         self.send(req).await.map(drop)
     }
 
     async fn send(
         &self,
         req: http::Request<ReqBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+    ) -> Result<http::Response<hyper::body::Incoming>, EnvdError> {
         let resp = tokio::time::timeout(OPEN_TIMEOUT, self.http.request(req))
             .await
-            .map_err(|_| ApiError::Timeout("envd did not answer".into()))?
-            .map_err(|e| ApiError::HostUnavailable(format!("capsule unreachable: {e}")))?;
+            .map_err(|_| EnvdError::Timeout)?
+            .map_err(|e| EnvdError::Unreachable(e.to_string()))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -264,23 +281,12 @@ impl EnvdClient {
 }
 
 /// envd's `/files` errors are `{"code": <http status>, "message": ...}`.
-fn files_error(status: StatusCode, body: &[u8]) -> ApiError {
+fn files_error(status: StatusCode, body: &[u8]) -> EnvdError {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect());
-    match status {
-        StatusCode::NOT_FOUND => ApiError::NotFound(message),
-        StatusCode::BAD_REQUEST => ApiError::InvalidRequest(message),
-        StatusCode::CONFLICT => ApiError::Conflict(message),
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::INSUFFICIENT_STORAGE => {
-            ApiError::TooLarge(message)
-        }
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
-            ApiError::HostUnavailable(message)
-        }
-        _ => ApiError::Agent(format!("envd answered {status}: {message}")),
-    }
+    EnvdError::Files { status, message }
 }
 
 /// Percent-encodes a query value.
@@ -318,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn files_errors_map() {
+    fn files_errors_keep_envds_message() {
         assert_eq!(
             files_error(
                 StatusCode::NOT_FOUND,
@@ -327,6 +333,9 @@ mod tests {
             .to_string(),
             "no such file"
         );
-        assert_eq!(files_error(StatusCode::BAD_REQUEST, b"dir").status(), 400);
+        assert_eq!(
+            files_error(StatusCode::BAD_REQUEST, b"dir").to_string(),
+            "dir"
+        );
     }
 }

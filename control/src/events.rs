@@ -67,12 +67,7 @@ where
         }
         payload = serde_json::to_string(&slim).unwrap_or_default();
     }
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload)
-        .execute(exec)
-        .await?;
-    Ok(())
+    crate::db::notify(exec, CHANNEL, &payload).await
 }
 
 /// This replica's fan-out of received events.

@@ -1,43 +1,57 @@
-//! `warren-control`: the control plane (`warren-control`) and the `warren`
-//! CLI. It serves the public REST API (Wrenn-compatible), authenticates
-//! users and keys, schedules capsules onto hosts and keeps all state in
-//! Postgres. See DESIGN.md ("Processes and how they talk").
+//! `warren-control`: the control plane. It serves the public REST API
+//! (Wrenn-compatible), authenticates users and keys, schedules capsules
+//! onto hosts, runs template builds and keeps all state in Postgres; the
+//! agents (`dataplane/`) run the capsules. How the processes fit together
+//! is in `docs/architecture.md`.
 //!
-//! Map:
-//! - [`api`]: the REST routes, one module per family, and the OpenAPI doc.
-//! - [`auth`]: API keys, passwords, JWT sessions, roles.
-//! - [`db`]: the pool, migrations and the queries that hold invariants.
+//! It is a library first: [`Server::builder`] makes a replica, with
+//! extensions (routes, background workers, hooks on capsule events);
+//! `src/bin/warren-control.rs` is that with none. The schema is embedded
+//! ([`MIGRATOR`]).
+//!
+//! Map, from the request inwards:
+//! - [`api`]: the REST routes (one module per family), the OpenAPI doc,
+//!   authentication and audit layers, and the only place errors become
+//!   HTTP ([`api::error`]).
+//! - [`domain`]: who may do what (permission checks, validation), one
+//!   module and error type per resource family; [`auth`]: credentials
+//!   into a [`auth::Principal`].
 //! - [`lifecycle`]: create / destroy / pause / resume / snapshot, driving
 //!   the agent; [`reconciler`] finishes what a dead replica left half-done
-//!   and keeps each host's capsules in sync; [`monitor`] watches heartbeats.
-//! - [`scheduler`]: placement (pure function).
+//!   and keeps each host's capsules in sync; [`monitor`] watches
+//!   heartbeats; [`scheduler`]: placement (pure function).
+//! - [`build`]: template builds (queue workers, runner, layer cache) of
+//!   recipes (the `warren-recipe` crate).
+//! - [`db`]: every query, the pool and the migrations.
 //! - [`agent_client`], [`envd_client`] over [`rpc`] (Connect, from
 //!   `warren_proto::connect`) and [`transfer`] (envd's `/files`).
-//! - [`events`]: LISTEN/NOTIFY fan-out for the SSE stream; [`audit`]: the
-//!   audit trail middleware.
-//! - [`recipe`]: the build recipe language, step cache keys, archive checks;
-//!   [`build`]: template builds (queue, workers, layer cache).
-//! - [`server`]: wiring and the background loops; [`cli`]: `warren`.
+//! - [`events`]: LISTEN/NOTIFY fan-out for the SSE stream; [`extension`]:
+//!   hooks on capsule events; [`server`]: the builder, the HTTP server and
+//!   the background loops; [`logging`]: the log file.
+//!
+//! The request and response types are the `warren-api-types` crate's,
+//! shared with the `warren` CLI (`cli/`).
 
 pub mod agent_client;
 pub mod api;
 pub mod app;
-pub mod audit;
 pub mod auth;
 pub mod build;
-pub mod cli;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod envd_client;
-pub mod error;
 pub mod events;
+pub mod extension;
 pub mod ids;
 pub mod lifecycle;
+pub mod logging;
 pub mod monitor;
-pub mod recipe;
 pub mod reconciler;
 pub mod rpc;
 pub mod scheduler;
 pub mod server;
-pub mod status;
 pub mod transfer;
+
+pub use db::MIGRATOR;
+pub use server::{Server, ServerBuilder};

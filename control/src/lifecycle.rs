@@ -1,31 +1,34 @@
-//! Capsule lifecycle operations: create, destroy, pause, resume, snapshot.
+//! The capsule lifecycle service: create, destroy, pause, resume, ping and
+//! snapshot, driving the agent. The domain layer
+//! ([`crate::domain::capsules`], builds, templates) decides who may; this
+//! makes it happen.
 //!
-//! Each one writes a transitional status with a lease, asks the agent, and
-//! writes the final status. The agent call runs in its own task, so a
-//! client that hangs up does not abort it halfway; if this replica dies
+//! Each operation writes a transitional status with a lease, asks the
+//! agent, and writes the final status. The agent call runs in its own task,
+//! so a client that hangs up does not abort it halfway; if this replica dies
 //! instead, the lease runs out and [`crate::reconciler`] finishes the job
 //! on whichever replica gets there first. An agent that clearly refused
 //! leaves the capsule in a definite state (`error` for a failed create,
 //! back to `running` for a refused pause); one that could not be reached
-//! leaves the operation to the reconciler.
+//! leaves the operation to the reconciler. Every transition made here is
+//! announced to the extensions' hooks once it committed.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use warren_api_types::status::CapsuleStatus::{self, *};
 use warren_proto::agent::v1 as pb;
 use warren_proto::connect::Code;
 
-use crate::agent_client::{is_definite, rpc_to_api};
+use crate::agent_client::{RpcError, Unreachable, is_definite};
 use crate::app::AppState;
-use crate::db::capsules::{self, CapsuleRow, Change};
-use crate::db::hosts;
+use crate::db::capsules::{self, CapsuleRow, Change, NewCapsule, Transitioned};
+use crate::db::hosts::{self, HostConn};
 use crate::db::templates::{self, TemplateRow};
-use crate::error::{ApiError, ApiResult};
 use crate::events::{self, Notification};
 use crate::ids;
 use crate::scheduler::{self, NoPlacement};
-use crate::status::CapsuleStatus::{self, *};
 
 /// Idle timeouts below this are raised to it (as Wrenn does).
 pub const MIN_TIMEOUT_SEC: u32 = 60;
@@ -37,6 +40,35 @@ const RESERVED_METADATA: [&str; 4] = [
     "envd_version",
 ];
 
+/// Why a lifecycle operation did not happen (or did not finish).
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The request breaks a limit.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("capsule not found")]
+    NotFound,
+    #[error("template '{0}' not found")]
+    TemplateNotFound(String),
+    /// The capsule's state forbids the operation.
+    #[error("{0}")]
+    InvalidState(String),
+    /// No host can take the capsule.
+    #[error(transparent)]
+    NoPlacement(#[from] NoPlacement),
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    /// The agent refused or failed.
+    #[error("{}", .0.message)]
+    Agent(#[from] RpcError),
+    #[error("the operation's task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+type Result<T, E = LifecycleError> = std::result::Result<T, E>;
+
 /// What a create asks for (already type-checked by serde).
 #[derive(Debug, Default, Clone)]
 pub struct CreateSpec {
@@ -47,68 +79,96 @@ pub struct CreateSpec {
     pub metadata: Option<HashMap<String, String>>,
 }
 
-fn valid_metadata_key(k: &str) -> bool {
-    let mut chars = k.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && k.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+/// Checks a capsule size against the limits.
+pub fn check_size(app: &AppState, vcpus: Option<u32>, memory_mb: Option<u32>) -> Result<()> {
+    if vcpus.is_some_and(|v| v == 0 || v > app.cfg.max_vcpus) {
+        return Err(LifecycleError::Invalid(format!(
+            "vcpus must be between 1 and {}",
+            app.cfg.max_vcpus
+        )));
+    }
+    if memory_mb.is_some_and(|m| !(128..=app.cfg.max_memory_mb).contains(&m)) {
+        return Err(LifecycleError::Invalid(format!(
+            "memory_mb must be between 128 and {}",
+            app.cfg.max_memory_mb
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a create request against the limits, before anything is written.
-pub fn validate(app: &AppState, spec: &CreateSpec) -> ApiResult<()> {
-    if let Some(v) = spec.vcpus {
-        if v == 0 || v > app.cfg.max_vcpus {
-            return Err(ApiError::invalid(format!(
-                "vcpus must be between 1 and {}",
-                app.cfg.max_vcpus
-            )));
-        }
+pub fn validate(app: &AppState, spec: &CreateSpec) -> Result<()> {
+    let invalid = |m: &str| Err(LifecycleError::Invalid(m.into()));
+    check_size(app, spec.vcpus, spec.memory_mb)?;
+    if spec.timeout_sec.is_some_and(|t| t > 30 * 24 * 3600) {
+        return invalid("timeout_sec must be at most 30 days");
     }
-    if let Some(m) = spec.memory_mb {
-        if !(128..=app.cfg.max_memory_mb).contains(&m) {
-            return Err(ApiError::invalid(format!(
-                "memory_mb must be between 128 and {}",
-                app.cfg.max_memory_mb
-            )));
-        }
-    }
-    if let Some(t) = spec.timeout_sec {
-        if t > 30 * 24 * 3600 {
-            return Err(ApiError::invalid("timeout_sec must be at most 30 days"));
-        }
-    }
-    if let Some(name) = &spec.template {
-        if name.is_empty() || name.len() > 128 {
-            return Err(ApiError::invalid("template must be 1 to 128 characters"));
-        }
+    if spec
+        .template
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.len() > 128)
+    {
+        return invalid("template must be 1 to 128 characters");
     }
     if let Some(md) = &spec.metadata {
         if md.len() > MAX_METADATA_KEYS {
-            return Err(ApiError::invalid("metadata has more than 20 keys"));
+            return invalid("metadata has more than 20 keys");
         }
         for (k, v) in md {
-            if !valid_metadata_key(k) {
-                return Err(ApiError::invalid(format!("invalid metadata key '{k}'")));
+            if !crate::domain::is_slug(k, 64) {
+                return invalid(&format!("invalid metadata key '{k}'"));
             }
             if RESERVED_METADATA.contains(&k.as_str()) {
-                return Err(ApiError::invalid(format!("metadata key '{k}' is reserved")));
+                return invalid(&format!("metadata key '{k}' is reserved"));
             }
             if v.chars().count() > 64 {
-                return Err(ApiError::invalid(format!(
-                    "metadata value of '{k}' exceeds 64 characters"
-                )));
+                return invalid(&format!("metadata value of '{k}' exceeds 64 characters"));
             }
         }
     }
     Ok(())
 }
 
-fn lease(app: &AppState) -> Option<Duration> {
-    Some(app.cfg.agent_timeout() + Duration::from_secs(5))
+impl CapsuleRow {
+    /// The capsule's host, which every in-capsule operation needs.
+    pub fn host(&self) -> Result<&str> {
+        self.host_id
+            .as_deref()
+            .ok_or_else(|| LifecycleError::InvalidState(format!("capsule {} has no host", self.id)))
+    }
+
+    pub fn require_running(&self) -> Result<()> {
+        self.require(&[Running], "capsule is not running")
+    }
+
+    pub fn require_snapshottable(&self) -> Result<()> {
+        self.require(
+            &[Running, Paused],
+            "capsule must be running or paused to snapshot",
+        )
+    }
+
+    fn require(&self, states: &[CapsuleStatus], what: &str) -> Result<()> {
+        if states.contains(&self.status) {
+            Ok(())
+        } else {
+            Err(LifecycleError::InvalidState(format!(
+                "{what} (status: {})",
+                self.status
+            )))
+        }
+    }
 }
 
-fn no_placement(err: NoPlacement) -> ApiError {
-    ApiError::HostUnavailable(err.to_string())
+/// The host `host_id`, which must still exist.
+pub async fn host(app: &AppState, host_id: &str) -> Result<HostConn> {
+    hosts::conn(&app.db, host_id)
+        .await?
+        .ok_or_else(|| Unreachable(format!("host {host_id} no longer exists")).into())
+}
+
+fn lease(app: &AppState) -> Duration {
+    app.cfg.agent_timeout() + Duration::from_secs(5)
 }
 
 /// envd defaults a capsule of `tpl` starts (and resumes) with.
@@ -116,23 +176,21 @@ fn envd_defaults(tpl: Option<&TemplateRow>) -> pb::EnvdDefaults {
     let Some(tpl) = tpl else {
         return pb::EnvdDefaults::default();
     };
-    let env = tpl
-        .default_env
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
     pb::EnvdDefaults {
-        env,
+        env: tpl.env(),
         user: tpl.default_user.clone(),
         workdir: tpl.default_workdir.clone().unwrap_or_default(),
     }
 }
 
-async fn action_event(app: &AppState, row: &CapsuleRow, event: &str, err: Option<&ApiError>) {
+async fn template_of(app: &AppState, row: &CapsuleRow) -> Result<Option<TemplateRow>> {
+    Ok(match &row.template_id {
+        Some(id) => templates::by_id(&app.db, id).await?,
+        None => None,
+    })
+}
+
+async fn action_event(app: &AppState, row: &CapsuleRow, event: &str, err: Option<&LifecycleError>) {
     let mut data = events::frame(
         event,
         Some(if err.is_some() { "error" } else { "success" }),
@@ -154,38 +212,55 @@ async fn action_event(app: &AppState, row: &CapsuleRow, event: &str, err: Option
 }
 
 /// Runs `fut` on its own task so a dropped request does not cancel it.
-async fn detached<T: Send + 'static>(
-    fut: impl Future<Output = T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::spawn(fut).await.map_err(ApiError::internal)
+async fn detached<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+    Ok(tokio::spawn(fut).await?)
 }
 
-pub async fn create(app: &AppState, team_id: &str, spec: CreateSpec) -> ApiResult<CapsuleRow> {
+/// Announces a committed transition to the hooks; the row after it.
+pub fn moved(app: &AppState, t: Option<Transitioned>) -> Option<CapsuleRow> {
+    t.map(|t| {
+        app.hooks.transitioned(&t);
+        t.row
+    })
+}
+
+/// [`capsules::transition_now`], announced.
+pub async fn transition(
+    app: &AppState,
+    id: &str,
+    from: &[CapsuleStatus],
+    to: CapsuleStatus,
+    change: Change,
+) -> Result<Option<CapsuleRow>> {
+    let t = capsules::transition_now(&app.db, id, from, to, change).await?;
+    Ok(moved(app, t))
+}
+
+/// Creates a capsule of `team_id` from `spec`.
+pub async fn create(app: &AppState, team_id: &str, spec: CreateSpec) -> Result<CapsuleRow> {
     validate(app, &spec)?;
     let name = spec
         .template
         .clone()
         .unwrap_or_else(|| app.cfg.default_template.clone());
-    let tpl = templates::resolve(&app.db, team_id, &name).await?;
-    let vcpus = spec
-        .vcpus
-        .or(tpl.vcpus.and_then(|v| u32::try_from(v).ok()))
-        .unwrap_or(1);
-    let memory_mb = spec
-        .memory_mb
-        .or(tpl.memory_mb.and_then(|v| u32::try_from(v).ok()))
-        .unwrap_or(512);
-    let timeout_sec = match spec.timeout_sec.unwrap_or(0) {
-        0 => 0,
-        t => t.max(MIN_TIMEOUT_SEC),
+    let tpl = templates::resolve(&app.db, team_id, &name)
+        .await?
+        .ok_or(LifecycleError::TemplateNotFound(name))?;
+    let size = |asked: Option<u32>, of_tpl: Option<i32>, dflt| {
+        asked
+            .or(of_tpl.and_then(|v| u32::try_from(v).ok()))
+            .unwrap_or(dflt)
     };
     let launch = Launch {
         agent_template: tpl.agent_name.clone(),
         pinned: tpl.pinned(),
+        vcpus: size(spec.vcpus, tpl.vcpus, 1),
+        memory_mb: size(spec.memory_mb, tpl.memory_mb, 512),
+        timeout_sec: match spec.timeout_sec.unwrap_or(0) {
+            0 => 0,
+            t => t.max(MIN_TIMEOUT_SEC),
+        },
         tpl,
-        vcpus,
-        memory_mb,
-        timeout_sec,
         metadata: spec.metadata.unwrap_or_default(),
     };
     self::launch(app, team_id, launch).await
@@ -208,10 +283,13 @@ pub struct Launch {
     pub metadata: HashMap<String, String>,
 }
 
+fn i32_of(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
 /// Places and makes a capsule of `team_id` (admission checked across
 /// replicas by the host row locks), returning once the agent answered.
-pub async fn launch(app: &AppState, team_id: &str, l: Launch) -> ApiResult<CapsuleRow> {
-    let metadata = serde_json::to_value(&l.metadata).map_err(ApiError::internal)?;
+pub async fn launch(app: &AppState, team_id: &str, l: Launch) -> Result<CapsuleRow> {
     let mut tx = app.db.begin().await?;
     let loads = hosts::lock_loads(
         &mut tx,
@@ -227,34 +305,24 @@ pub async fn launch(app: &AppState, team_id: &str, l: Launch) -> ApiResult<Capsu
         memory_mb: l.memory_mb,
         template_pinned: l.pinned,
     };
-    let host = scheduler::place(&loads, &req)
-        .map_err(no_placement)?
-        .id
-        .clone();
-    let id = ids::new_id("sb-");
-    let lease_ms = lease(app).map(|d| d.as_millis() as i64);
-    let row = sqlx::query_as::<_, CapsuleRow>(
-        "INSERT INTO capsules (id, team_id, host_id, template_id, template, agent_template, status,
-                               vcpus, memory_mb, timeout_sec, metadata, envd_token, lease_until)
-         VALUES ($1, $2, $3, $4, $5, $6, 'starting', $7, $8, $9, $10, $11,
-                 now() + $12::BIGINT * interval '1 millisecond')
-         RETURNING *",
-    )
-    .bind(&id)
-    .bind(team_id)
-    .bind(&host)
-    .bind(&l.tpl.id)
-    .bind(&l.tpl.name)
-    .bind(&l.agent_template)
-    .bind(i32::try_from(l.vcpus).unwrap_or(i32::MAX))
-    .bind(i32::try_from(l.memory_mb).unwrap_or(i32::MAX))
-    .bind(i32::try_from(l.timeout_sec).unwrap_or(i32::MAX))
-    .bind(metadata)
-    .bind(ids::new_secret(32))
-    .bind(lease_ms)
-    .fetch_one(&mut *tx)
-    .await?;
+    let host = scheduler::place(&loads, &req)?.id.clone();
+    let new = NewCapsule {
+        id: ids::new_id("sb-"),
+        team_id: team_id.to_string(),
+        host_id: host,
+        template_id: l.tpl.id.clone(),
+        template: l.tpl.name.clone(),
+        agent_template: l.agent_template,
+        vcpus: i32_of(l.vcpus),
+        memory_mb: i32_of(l.memory_mb),
+        timeout_sec: i32_of(l.timeout_sec),
+        metadata: serde_json::json!(l.metadata),
+        envd_token: ids::new_secret(32),
+        lease: lease(app),
+    };
+    let row = capsules::insert(&mut tx, &new).await?;
     tx.commit().await?;
+    app.hooks.created(&row);
 
     let app2 = app.clone();
     let tpl = l.tpl;
@@ -278,16 +346,13 @@ pub async fn drive_create(
     app: &AppState,
     row: CapsuleRow,
     tpl: Option<TemplateRow>,
-) -> Result<CapsuleRow, (CapsuleRow, ApiError)> {
+) -> std::result::Result<CapsuleRow, (CapsuleRow, LifecycleError)> {
     let tpl = match tpl {
         Some(t) => Some(t),
-        None => match &row.template_id {
-            Some(id) => templates::by_id(&app.db, id).await.ok().flatten(),
-            None => None,
-        },
+        None => template_of(app, &row).await.ok().flatten(),
     };
     let call = async {
-        let host = hosts::conn(&app.db, row.host()?).await?;
+        let host = host(app, row.host()?).await?;
         let agent = app.agent(&host)?;
         let req = pb::CreateCapsuleRequest {
             capsule_id: row.id.clone(),
@@ -305,31 +370,28 @@ pub async fn drive_create(
             // Capsule ports are public, as in Wrenn.
             traffic_access_token: String::new(),
         };
-        Ok::<_, ApiError>(agent.create_capsule(req).await)
+        Ok::<_, LifecycleError>(agent.create_capsule(req).await)
+    };
+    let failed = |err: LifecycleError| async {
+        let settled = settle(app, &row, &[Starting], Error, Some(err.to_string())).await;
+        Err((settled.unwrap_or_else(|_| row.clone()), err))
     };
     match call.await {
+        // `AlreadyExists`: a retry of a create the agent already did.
         Ok(Ok(_)) => settle(app, &row, &[Starting], Running, None)
             .await
-            .map_err(|e| (row, e)),
+            .map_err(|e| (row.clone(), e)),
         Ok(Err(e)) if e.code == Code::AlreadyExists => {
-            // A retry of a create the agent already did.
             settle(app, &row, &[Starting], Running, None)
                 .await
-                .map_err(|e| (row, e))
+                .map_err(|e| (row.clone(), e))
         }
-        Ok(Err(e)) if is_definite(&e) => {
-            let err = rpc_to_api(e);
-            let settled = settle(app, &row, &[Starting], Error, Some(err.to_string())).await;
-            Err((settled.unwrap_or(row), err))
-        }
+        Ok(Err(e)) if is_definite(&e) => failed(e.into()).await,
         Ok(Err(e)) => {
             tracing::warn!(capsule = %row.id, error = %e, "create outcome unknown; the reconciler will finish it");
             Ok(row)
         }
-        Err(err) => {
-            let settled = settle(app, &row, &[Starting], Error, Some(err.to_string())).await;
-            Err((settled.unwrap_or(row), err))
-        }
+        Err(err) => failed(err).await,
     }
 }
 
@@ -341,16 +403,16 @@ async fn settle(
     from: &[CapsuleStatus],
     to: CapsuleStatus,
     error: Option<String>,
-) -> ApiResult<CapsuleRow> {
+) -> Result<CapsuleRow> {
     let change = Change {
         error,
         ..Change::default()
     };
-    match capsules::transition_now(&app.db, &row.id, from, to, change).await? {
+    match transition(app, &row.id, from, to, change).await? {
         Some(r) => Ok(r),
         None => capsules::get_any(&app.db, &row.id)
             .await?
-            .ok_or_else(|| ApiError::not_found("capsule")),
+            .ok_or(LifecycleError::NotFound),
     }
 }
 
@@ -360,34 +422,26 @@ async fn begin(
     row: &CapsuleRow,
     from: &[CapsuleStatus],
     to: CapsuleStatus,
-) -> ApiResult<CapsuleRow> {
+) -> Result<CapsuleRow> {
     let change = Change {
-        lease: lease(app),
+        lease: Some(lease(app)),
         ..Change::default()
     };
-    capsules::transition_now(&app.db, &row.id, from, to, change)
+    transition(app, &row.id, from, to, change)
         .await?
         .ok_or_else(|| {
-            ApiError::InvalidState(format!(
-                "capsule cannot go from {} to {}",
-                row.status,
-                to.as_str()
-            ))
+            LifecycleError::InvalidState(format!("capsule cannot go from {} to {to}", row.status))
         })
 }
 
 /// Destroys a capsule. Returns the row; `stopping` if the agent could not be
 /// reached (the reconciler keeps trying), else `stopped`.
-pub async fn destroy(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
-    let status = row.status();
-    if status.is_terminal() {
-        return Err(ApiError::not_found("capsule"));
+pub async fn destroy(app: &AppState, row: CapsuleRow) -> Result<CapsuleRow> {
+    if row.status.is_terminal() {
+        return Err(LifecycleError::NotFound);
     }
-    let from: Vec<CapsuleStatus> = CapsuleStatus::ALL
-        .into_iter()
-        .filter(|s| !s.is_terminal() && *s != Stopping)
-        .collect();
-    let row = if status == Stopping {
+    let from = CapsuleStatus::all_where(|s| !s.is_terminal() && s != Stopping);
+    let row = if row.status == Stopping {
         row
     } else {
         begin(app, &row, &from, Stopping).await?
@@ -401,17 +455,15 @@ pub async fn destroy(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
 }
 
 /// Asks the agent to destroy `row`; also the reconciler's retry.
-pub async fn drive_destroy(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
+pub async fn drive_destroy(app: &AppState, row: CapsuleRow) -> Result<CapsuleRow> {
     let Some(host_id) = row.host_id.clone() else {
         return settle(app, &row, &[Stopping], Stopped, None).await;
     };
-    let host = match hosts::conn(&app.db, &host_id).await {
-        Ok(h) => h,
+    let Some(host) = hosts::conn(&app.db, &host_id).await? else {
         // The host is gone and its capsules with it.
-        Err(_) => return settle(app, &row, &[Stopping], Stopped, None).await,
+        return settle(app, &row, &[Stopping], Stopped, None).await;
     };
-    let agent = app.agent(&host)?;
-    match agent.destroy_capsule(&row.id).await {
+    match app.agent(&host)?.destroy_capsule(&row.id).await {
         Ok(()) => settle(app, &row, &[Stopping], Stopped, None).await,
         Err(e) if e.code == Code::NotFound => settle(app, &row, &[Stopping], Stopped, None).await,
         Err(e) => {
@@ -422,13 +474,8 @@ pub async fn drive_destroy(app: &AppState, row: CapsuleRow) -> ApiResult<Capsule
 }
 
 /// Pauses a running capsule.
-pub async fn pause(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
-    if row.status() != Running {
-        return Err(ApiError::InvalidState(format!(
-            "capsule is not running (status: {})",
-            row.status
-        )));
-    }
+pub async fn pause(app: &AppState, row: CapsuleRow) -> Result<CapsuleRow> {
+    row.require_running()?;
     let row = begin(app, &row, &[Running], Pausing).await?;
     let app2 = app.clone();
     let result = detached(async move { drive_pause(&app2, row).await }).await?;
@@ -438,15 +485,13 @@ pub async fn pause(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
     result
 }
 
-pub async fn drive_pause(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
-    let host = hosts::conn(&app.db, row.host()?).await?;
-    let agent = app.agent(&host)?;
-    match agent.pause_capsule(&row.id).await {
+pub async fn drive_pause(app: &AppState, row: CapsuleRow) -> Result<CapsuleRow> {
+    let host = host(app, row.host()?).await?;
+    match app.agent(&host)?.pause_capsule(&row.id).await {
         Ok(_) => settle(app, &row, &[Pausing], Paused, None).await,
         Err(e) if is_definite(&e) => {
-            let err = rpc_to_api(e);
             settle(app, &row, &[Pausing], Running, None).await?;
-            Err(err)
+            Err(e.into())
         }
         Err(e) => {
             tracing::warn!(capsule = %row.id, error = %e, "pause outcome unknown; will reconcile");
@@ -456,13 +501,8 @@ pub async fn drive_pause(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRo
 }
 
 /// Resumes a paused capsule on the host that holds it, if it has room.
-pub async fn resume(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
-    if row.status() != Paused {
-        return Err(ApiError::InvalidState(format!(
-            "capsule is not paused (status: {})",
-            row.status
-        )));
-    }
+pub async fn resume(app: &AppState, row: CapsuleRow) -> Result<CapsuleRow> {
+    row.require(&[Paused], "capsule is not paused")?;
     let host_id = row.host()?.to_string();
     // Admission on the capsule's own host: its snapshot is there.
     let mut tx = app.db.begin().await?;
@@ -480,15 +520,15 @@ pub async fn resume(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
         memory_mb: row.memory_mb as u32,
         template_pinned: false,
     };
-    scheduler::place(&loads, &req).map_err(no_placement)?;
+    scheduler::place(&loads, &req)?;
     let change = Change {
-        lease: lease(app),
+        lease: Some(lease(app)),
         ..Change::default()
     };
-    let row = capsules::transition(&mut tx, &row.id, &[Paused], Resuming, change)
-        .await?
-        .ok_or_else(|| ApiError::InvalidState("capsule is no longer paused".into()))?;
+    let moved_row = capsules::transition(&mut tx, &row.id, &[Paused], Resuming, change).await?;
     tx.commit().await?;
+    let row = moved(app, moved_row)
+        .ok_or_else(|| LifecycleError::InvalidState("capsule is no longer paused".into()))?;
     let app2 = app.clone();
     let result = detached(async move { drive_resume(&app2, row).await }).await?;
     if let Ok(r) = &result {
@@ -497,13 +537,10 @@ pub async fn resume(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
     result
 }
 
-pub async fn drive_resume(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleRow> {
-    let host = hosts::conn(&app.db, row.host()?).await?;
+pub async fn drive_resume(app: &AppState, row: CapsuleRow) -> Result<CapsuleRow> {
+    let host = host(app, row.host()?).await?;
     let agent = app.agent(&host)?;
-    let tpl = match &row.template_id {
-        Some(id) => templates::by_id(&app.db, id).await?,
-        None => None,
-    };
+    let tpl = template_of(app, &row).await?;
     let req = pb::ResumeCapsuleRequest {
         capsule_id: row.id.clone(),
         timeout_sec: row.timeout_sec as u32,
@@ -512,9 +549,8 @@ pub async fn drive_resume(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleR
     match agent.resume_capsule(req).await {
         Ok(_) => settle(app, &row, &[Resuming], Running, None).await,
         Err(e) if is_definite(&e) => {
-            let err = rpc_to_api(e);
             settle(app, &row, &[Resuming], Paused, None).await?;
-            Err(err)
+            Err(e.into())
         }
         Err(e) => {
             tracing::warn!(capsule = %row.id, error = %e, "resume outcome unknown; will reconcile");
@@ -524,89 +560,13 @@ pub async fn drive_resume(app: &AppState, row: CapsuleRow) -> ApiResult<CapsuleR
 }
 
 /// Resets a running capsule's idle timer.
-pub async fn ping(app: &AppState, row: &CapsuleRow) -> ApiResult<()> {
+pub async fn ping(app: &AppState, row: &CapsuleRow) -> Result<()> {
     row.require_running()?;
-    let host = hosts::conn(&app.db, row.host()?).await?;
+    let host = host(app, row.host()?).await?;
     host.require_online()?;
-    app.agent(&host)?
-        .ping_capsule(&row.id)
-        .await
-        .map_err(rpc_to_api)?;
-    capsules::touch(&app.db, &row.id).await;
+    app.agent(&host)?.ping_capsule(&row.id).await?;
+    capsules::touch(&app.db, &row.id).await?;
     Ok(())
-}
-
-/// Turns a running or paused capsule into team template `name` (an
-/// existing one of the team is replaced only with `overwrite`).
-pub async fn snapshot(
-    app: &AppState,
-    row: CapsuleRow,
-    name: &str,
-    overwrite: bool,
-) -> ApiResult<TemplateRow> {
-    require_snapshottable(&row)?;
-    let previous = templates::claim_name(&app.db, &row.team_id, name, overwrite).await?;
-    let host_id = row.host()?.to_string();
-    let (agent_name, replace) = templates::agent_name_for(previous.as_ref(), &host_id);
-    let source = match &row.template_id {
-        Some(id) => templates::by_id(&app.db, id).await?,
-        None => None,
-    };
-    let (team_id, capsule_id) = (row.team_id.clone(), row.id.clone());
-    let info = snapshot_to(app, row.clone(), &agent_name, replace, None).await?;
-    let new = templates::TeamTemplate {
-        team_id: team_id.clone(),
-        name: name.to_string(),
-        agent_name,
-        host_id,
-        size_bytes: i64::try_from(info.size_bytes).unwrap_or(i64::MAX),
-        vcpus: Some(row.vcpus),
-        memory_mb: Some(row.memory_mb),
-        default_user: source
-            .as_ref()
-            .map_or_else(|| "user".to_string(), |t| t.default_user.clone()),
-        default_workdir: source.as_ref().and_then(|t| t.default_workdir.clone()),
-        default_env: source
-            .as_ref()
-            .map_or_else(|| serde_json::json!({}), |t| t.default_env.clone()),
-        shell: source
-            .as_ref()
-            .map_or_else(|| "/bin/bash -l -c".to_string(), |t| t.shell.clone()),
-        metadata: serde_json::json!({ "source_capsule": capsule_id }),
-    };
-    let mut tx = app.db.begin().await?;
-    let tpl = templates::put_team_template(&mut tx, &new, previous.as_ref()).await?;
-    events::publish(
-        &mut *tx,
-        &Notification {
-            team_id: Some(team_id),
-            event: "template.snapshot.create".into(),
-            data: events::frame(
-                "template.snapshot.create",
-                Some("success"),
-                ("template", name),
-                serde_json::json!({ "sandbox_id": capsule_id }),
-                None,
-            ),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    if let Some(prev) = previous.filter(|p| p.agent_name != tpl.agent_name) {
-        crate::api::snapshots::forget_agent_template(app, &prev.agent_name).await;
-    }
-    Ok(tpl)
-}
-
-fn require_snapshottable(row: &CapsuleRow) -> ApiResult<()> {
-    if matches!(row.status(), Running | Paused) {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidState(format!(
-            "capsule must be running or paused to snapshot (status: {})",
-            row.status
-        )))
-    }
 }
 
 /// Copies `row`'s filesystem into agent template `agent_name` on its host
@@ -619,31 +579,24 @@ pub async fn snapshot_to(
     agent_name: &str,
     overwrite: bool,
     defaults: Option<pb::TemplateDefaults>,
-) -> ApiResult<pb::TemplateInfo> {
-    require_snapshottable(&row)?;
-    let back = row.status();
+) -> Result<pb::TemplateInfo> {
+    row.require_snapshottable()?;
+    let back = row.status;
     let host_id = row.host()?.to_string();
     let row = begin(app, &row, &[back], Snapshotting).await?;
     let app = app.clone();
     let agent_name = agent_name.to_string();
     detached(async move {
-        let host = hosts::conn(&app.db, &host_id).await?;
+        let host = host(&app, &host_id).await?;
         let result = app
             .agent(&host)?
             .snapshot_capsule(&row.id, &agent_name, overwrite, defaults)
             .await;
-        capsules::transition_now(&app.db, &row.id, &[Snapshotting], back, Change::default())
-            .await?;
-        let info = result.map_err(rpc_to_api)?;
-        sqlx::query(
-            "INSERT INTO host_templates (host_id, agent_name, size_bytes) VALUES ($1, $2, $3)
-             ON CONFLICT (host_id, agent_name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes",
-        )
-        .bind(&host_id)
-        .bind(&agent_name)
-        .bind(i64::try_from(info.size_bytes).unwrap_or(i64::MAX))
-        .execute(&app.db)
-        .await?;
+        transition(&app, &row.id, &[Snapshotting], back, Change::default()).await?;
+        let info = result?;
+        let size = i64::try_from(info.size_bytes).unwrap_or(i64::MAX);
+        let mut conn = app.db.acquire().await?;
+        hosts::record_template(&mut conn, &host_id, &agent_name, Some(size)).await?;
         Ok(info)
     })
     .await?

@@ -3,37 +3,22 @@
 //! kept, so a returning host restores them). The update is one statement
 //! per host, so any number of replicas can run it at once.
 
+use warren_api_types::status::CapsuleStatus;
+
 use crate::app::AppState;
 use crate::db::capsules::{self, Change};
-use crate::status::CapsuleStatus;
+use crate::db::hosts;
+use crate::domain;
 
 /// One sweep; returns the hosts it marked unreachable.
 pub async fn sweep(app: &AppState) -> sqlx::Result<Vec<String>> {
-    let timeout_ms = app.cfg.heartbeat_timeout().as_millis() as i64;
     let mut tx = app.db.begin().await?;
-    let down: Vec<(String, Option<String>)> = sqlx::query_as(
-        "UPDATE hosts SET status = 'unreachable', updated_at = now()
-          WHERE status = 'online' AND deleted_at IS NULL
-            AND last_heartbeat_at < now() - $1::BIGINT * interval '1 millisecond'
-          RETURNING id, team_id",
-    )
-    .bind(timeout_ms)
-    .fetch_all(&mut *tx)
-    .await?;
-    let from: Vec<CapsuleStatus> = CapsuleStatus::ALL
-        .into_iter()
-        .filter(|s| !s.is_terminal() && *s != CapsuleStatus::Missing)
-        .collect();
-    let from_str: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let down = hosts::mark_unreachable(&mut tx, app.cfg.heartbeat_timeout()).await?;
+    let from = CapsuleStatus::all_where(|s| !s.is_terminal() && s != CapsuleStatus::Missing);
+    let mut moved = Vec::new();
     for (host, _) in &down {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM capsules WHERE host_id = $1 AND status = ANY($2)")
-                .bind(host)
-                .bind(&from_str)
-                .fetch_all(&mut *tx)
-                .await?;
-        for id in ids {
-            capsules::transition(
+        for id in capsules::ids_on_host(&mut tx, host, &from).await? {
+            let t = capsules::transition(
                 &mut tx,
                 &id,
                 &from,
@@ -41,12 +26,16 @@ pub async fn sweep(app: &AppState) -> sqlx::Result<Vec<String>> {
                 Change::default(),
             )
             .await?;
+            moved.extend(t);
         }
     }
     tx.commit().await?;
+    for t in &moved {
+        app.hooks.transitioned(t);
+    }
     for (host, team) in &down {
         tracing::warn!(host = %host, "host missed its heartbeats; marked unreachable");
-        crate::api::hosts::host_event(app, host, team.clone(), "host.down").await;
+        domain::hosts::host_event(app, host, team.clone(), "host.down").await;
     }
     Ok(down.into_iter().map(|(h, _)| h).collect())
 }

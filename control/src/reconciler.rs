@@ -13,14 +13,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use warren_api_types::status::CapsuleStatus::{self, *};
 use warren_proto::agent::v1 as pb;
 
 use crate::agent_client::AgentClient;
 use crate::app::AppState;
 use crate::db::capsules::{self, CapsuleRow, Change};
-use crate::db::{hosts, templates};
+use crate::db::{hosts, templates, usage};
 use crate::lifecycle;
-use crate::status::CapsuleStatus::{self, *};
 
 /// Attempts at a create before the capsule is declared failed.
 const MAX_CREATE_ATTEMPTS: i32 = 3;
@@ -35,32 +35,10 @@ fn agent_status(state: i32) -> Option<CapsuleStatus> {
     }
 }
 
-/// Claims up to `limit` capsules whose lease expired.
-async fn claim_expired(app: &AppState, limit: i64) -> sqlx::Result<Vec<CapsuleRow>> {
-    let lease_ms = (app.cfg.agent_timeout() + Duration::from_secs(5)).as_millis() as i64;
-    let transitional: Vec<&str> = CapsuleStatus::ALL
-        .into_iter()
-        .filter(|s| s.is_transitional())
-        .map(|s| s.as_str())
-        .collect();
-    sqlx::query_as::<_, CapsuleRow>(
-        "UPDATE capsules SET lease_until = now() + $3::BIGINT * interval '1 millisecond',
-                attempts = attempts + 1
-          WHERE id IN (SELECT c.id FROM capsules c JOIN hosts h ON h.id = c.host_id
-                        WHERE c.lease_until < now() AND c.status = ANY($1) AND h.status = 'online'
-                        ORDER BY c.lease_until LIMIT $2 FOR UPDATE OF c SKIP LOCKED)
-          RETURNING *",
-    )
-    .bind(&transitional)
-    .bind(limit)
-    .bind(lease_ms)
-    .fetch_all(&app.db)
-    .await
-}
-
 /// Finishes operations left half-done; returns how many it looked at.
 pub async fn finish_expired(app: &AppState) -> anyhow::Result<usize> {
-    let rows = claim_expired(app, 20).await?;
+    let lease = app.cfg.agent_timeout() + Duration::from_secs(5);
+    let rows = capsules::claim_expired(&app.db, 20, lease).await?;
     let n = rows.len();
     for row in rows {
         let id = row.id.clone();
@@ -72,9 +50,9 @@ pub async fn finish_expired(app: &AppState) -> anyhow::Result<usize> {
 }
 
 async fn finish_one(app: &AppState, row: CapsuleRow) -> anyhow::Result<()> {
-    let host = hosts::conn(&app.db, row.host()?).await?;
+    let host = lifecycle::host(app, row.host()?).await?;
     let agent = app.agent(&host)?;
-    if row.status() == Stopping {
+    if row.status == Stopping {
         lifecycle::drive_destroy(app, row).await?;
         return Ok(());
     }
@@ -84,23 +62,16 @@ async fn finish_one(app: &AppState, row: CapsuleRow) -> anyhow::Result<()> {
         .iter()
         .find(|c| c.capsule_id == row.id)
         .and_then(|c| agent_status(c.state));
-    let status = row.status();
+    let status = row.status;
     tracing::info!(capsule = %row.id, status = %row.status, agent = ?on_agent, "taking over expired operation");
     let settle = |to: CapsuleStatus, error: Option<String>| {
-        let db = app.db.clone();
         let id = row.id.clone();
         async move {
-            capsules::transition_now(
-                &db,
-                &id,
-                &[status],
-                to,
-                Change {
-                    error,
-                    ..Change::default()
-                },
-            )
-            .await
+            let change = Change {
+                error,
+                ..Change::default()
+            };
+            lifecycle::transition(app, &id, &[status], to, change).await
         }
     };
     match (status, on_agent) {
@@ -134,22 +105,8 @@ async fn finish_one(app: &AppState, row: CapsuleRow) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Claims hosts due for a sync.
-async fn claim_hosts(app: &AppState) -> sqlx::Result<Vec<hosts::HostConn>> {
-    let every_ms = app.cfg.sync_interval().as_millis() as i64;
-    sqlx::query_as::<_, hosts::HostConn>(
-        "UPDATE hosts SET next_sync_at = now() + $1::BIGINT * interval '1 millisecond'
-          WHERE id IN (SELECT id FROM hosts WHERE status = 'online' AND deleted_at IS NULL
-                         AND next_sync_at <= now() ORDER BY next_sync_at LIMIT 5 FOR UPDATE SKIP LOCKED)
-          RETURNING id, status, address, agent_token, proxy_address",
-    )
-    .bind(every_ms)
-    .fetch_all(&app.db)
-    .await
-}
-
 pub async fn sync_hosts(app: &AppState) -> anyhow::Result<usize> {
-    let due = claim_hosts(app).await?;
+    let due = hosts::claim_due(&app.db, app.cfg.sync_interval()).await?;
     let n = due.len();
     for host in due {
         if let Err(e) = sync_host(app, &host).await {
@@ -163,41 +120,23 @@ pub async fn sync_hosts(app: &AppState) -> anyhow::Result<usize> {
 pub async fn sync_host(app: &AppState, host: &hosts::HostConn) -> anyhow::Result<()> {
     let agent = app.agent(host)?;
     let info = agent.host_info().await?;
-    sqlx::query(
-        "UPDATE hosts SET cpu_cores = $2, memory_mb = $3, disk_gb = $4, backend = $5, agent_version = $6,
-                proxy_address = COALESCE(NULLIF($7, ''), proxy_address), updated_at = now()
-          WHERE id = $1",
-    )
-    .bind(&host.id)
-    .bind(info.vcpus as i32)
-    .bind(info.memory_mb as i64)
-    .bind((info.disk_mb / 1024) as i32)
-    .bind(&info.backend)
-    .bind(&info.agent_version)
-    .bind(&info.proxy_address)
-    .execute(&app.db)
-    .await?;
-    let names: Vec<String> = info.templates.iter().map(|t| t.name.clone()).collect();
-    let mut tx = app.db.begin().await?;
-    sqlx::query("DELETE FROM host_templates WHERE host_id = $1 AND NOT (agent_name = ANY($2))")
-        .bind(&host.id)
-        .bind(&names)
-        .execute(&mut *tx)
-        .await?;
-    for t in &info.templates {
-        sqlx::query(
-            "INSERT INTO host_templates (host_id, agent_name, size_bytes) VALUES ($1, $2, $3)
-             ON CONFLICT (host_id, agent_name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes",
-        )
-        .bind(&host.id)
-        .bind(&t.name)
-        .bind(t.size_bytes as i64)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    for t in &info.templates {
-        templates::register_reported(&app.db, &t.name, t.size_bytes as i64).await?;
+    let facts = hosts::Info {
+        cpu_cores: info.vcpus as i32,
+        memory_mb: info.memory_mb as i64,
+        disk_gb: (info.disk_mb / 1024) as i32,
+        backend: &info.backend,
+        agent_version: &info.agent_version,
+        proxy_address: &info.proxy_address,
+    };
+    hosts::update_info(&app.db, &host.id, &facts).await?;
+    let held: Vec<(String, i64)> = info
+        .templates
+        .iter()
+        .map(|t| (t.name.clone(), t.size_bytes as i64))
+        .collect();
+    hosts::replace_templates(&app.db, &host.id, &held).await?;
+    for (name, size) in &held {
+        templates::register_reported(&app.db, name, *size).await?;
     }
     reconcile_capsules(app, host, &agent).await?;
     record_metrics(app, &agent).await?;
@@ -218,15 +157,8 @@ async fn reconcile_capsules(
     for id in &listed.auto_paused_ids {
         on_agent.entry(id.as_str()).or_insert(Paused);
     }
-    let rows = sqlx::query_as::<_, CapsuleRow>(
-        "SELECT * FROM capsules WHERE host_id = $1 AND status IN ('running', 'paused', 'missing')
-            AND (lease_until IS NULL OR lease_until < now())",
-    )
-    .bind(&host.id)
-    .fetch_all(&app.db)
-    .await?;
-    for row in &rows {
-        let now = row.status();
+    for row in &capsules::settled_on_host(&app.db, &host.id).await? {
+        let now = row.status;
         let target = match on_agent.remove(row.id.as_str()) {
             Some(s) => s,
             None if listed.auto_destroyed_ids.contains(&row.id) => Stopped,
@@ -235,11 +167,6 @@ async fn reconcile_capsules(
         if target == now {
             continue;
         }
-        let from = if now == Missing {
-            &[Missing][..]
-        } else {
-            &[now][..]
-        };
         let (to, error) = match target {
             Error => (
                 Error,
@@ -251,24 +178,15 @@ async fn reconcile_capsules(
         if !now.can_become(to) {
             continue;
         }
-        let moved = capsules::transition_now(
-            &app.db,
-            &row.id,
-            from,
-            to,
-            Change {
-                error,
-                ..Change::default()
-            },
-        )
-        .await?;
-        if to == Stopping {
-            if let Some(r) = moved {
-                capsules::transition_now(&app.db, &r.id, &[Stopping], Stopped, Change::default())
-                    .await?;
-            }
+        let change = Change {
+            error,
+            ..Change::default()
+        };
+        let moved = lifecycle::transition(app, &row.id, &[now], to, change).await?;
+        if let (Stopping, Some(r)) = (to, moved) {
+            lifecycle::transition(app, &r.id, &[Stopping], Stopped, Change::default()).await?;
         }
-        tracing::info!(capsule = %row.id, from = %now.as_str(), to = %to.as_str(), "reconciled with host");
+        tracing::info!(capsule = %row.id, from = %now, to = %to, "reconciled with host");
     }
     // Whatever the agent still lists and we do not track is an orphan
     // (destroyed here while the host was away): destroy it there.
@@ -276,7 +194,7 @@ async fn reconcile_capsules(
         let known = capsules::get_any(&app.db, id).await?;
         let orphan = match &known {
             None => true,
-            Some(r) => r.status().is_terminal() && r.host_id.as_deref() == Some(host.id.as_str()),
+            Some(r) => r.status.is_terminal() && r.host_id.as_deref() == Some(host.id.as_str()),
         };
         if orphan {
             tracing::info!(capsule = %id, host = %host.id, "destroying orphan capsule");
@@ -289,26 +207,18 @@ async fn reconcile_capsules(
 }
 
 async fn record_metrics(app: &AppState, agent: &AgentClient) -> anyhow::Result<()> {
-    let samples = agent.metrics("").await?;
-    for m in samples {
-        let at = chrono::DateTime::from_timestamp_millis(m.sampled_at_unix_ms)
-            .unwrap_or_else(chrono::Utc::now);
-        sqlx::query(
-            "INSERT INTO capsule_metrics (capsule_id, sampled_at, cpu_pct, mem_bytes, disk_bytes)
-             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM capsules WHERE id = $1)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&m.capsule_id)
-        .bind(at)
-        .bind(m.cpu_percent)
-        .bind(m.memory_bytes as i64)
-        .bind(m.disk_bytes as i64)
-        .execute(&app.db)
-        .await?;
+    for m in agent.metrics("").await? {
+        let sample = usage::NewSample {
+            capsule_id: &m.capsule_id,
+            at: chrono::DateTime::from_timestamp_millis(m.sampled_at_unix_ms)
+                .unwrap_or_else(chrono::Utc::now),
+            cpu_pct: m.cpu_percent,
+            mem_bytes: m.memory_bytes as i64,
+            disk_bytes: m.disk_bytes as i64,
+        };
+        usage::record(&app.db, &sample).await?;
     }
-    sqlx::query("DELETE FROM capsule_metrics WHERE sampled_at < now() - interval '24 hours'")
-        .execute(&app.db)
-        .await?;
+    usage::prune(&app.db).await?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Connect clients (`warren_proto::connect`) per peer address, cached so
-//! calls reuse connections. Each address gets two pools, as DESIGN.md asks:
-//! unary calls (bounded by the agent timeout) and long-lived streams
-//! (unbounded), so a slow stream never holds up a lifecycle call.
+//! calls reuse connections. Each address gets two pools (the transport
+//! rule in `docs/architecture.md`): unary calls (bounded by the agent
+//! timeout) and long-lived streams (unbounded), so a slow stream never
+//! holds up a lifecycle call.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warren_control::recipe::archive::{EntryKind, inspect};
+use warren_recipe::archive::{EntryKind, inspect};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(index) = inspect(std::io::Cursor::new(data)) else {

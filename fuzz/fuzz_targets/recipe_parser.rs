@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warren_control::recipe::{
-    self, Instruction,
+use warren_recipe::{
+    Instruction,
     cache::{ArchiveFile, ArchiveLookup, cache_keys},
 };
 
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let lines = text.split('\n').count();
-    match recipe::parse(text) {
+    match warren_recipe::parse(text) {
         Ok(r) => {
             for step in &r.steps {
                 assert!((1..=lines).contains(&step.line));

@@ -16,7 +16,7 @@ python=$(scripts/wrenn-venv.sh)
 
 profile=${PROFILE:-debug}
 flag=$([ "$profile" = release ] && echo --release || true)
-cargo build -q $flag -p warren-control -p warren-agent -p envd --bins
+cargo build -q $flag -p warren-control -p warren-cli -p warren-agent -p envd --bins
 bin=$target/$profile
 
 # A private address block, agent ports, nftables table and cgroup parent,

@@ -4,7 +4,6 @@
 //! cancel it. Builds belong to the caller's team, like the templates they
 //! make (the `/admin/` in the path follows Wrenn's route names).
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -14,51 +13,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use warren_api_types::builds::{BuildView, CreateBuildRequest, LogStreamError, LogsQuery};
 
+use super::audit::{AuditNote, noted};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, parse_json, read_limited};
 use crate::app::AppState;
-use crate::audit::{AuditNote, noted};
 use crate::auth::Principal;
-use crate::build::notify::{self, Kind, Wake};
-use crate::build::status::BuildStatus;
-use crate::build::store::{self, BuildRow, BuildView, LogRow};
-use crate::build::submit::{self, Request as BuildRequest};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-
-/// `POST /v1/admin/builds` as JSON (multipart takes the same fields as
-/// form fields, the recipe as a field or a file, plus `archive`).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBuildRequest {
-    /// The template to make (unique in the team).
-    pub name: String,
-    /// The template to build on (default: the platform's default template).
-    pub base: Option<String>,
-    /// The recipe text.
-    pub recipe: String,
-    /// Replace the team's template of this name.
-    #[serde(default)]
-    pub overwrite: bool,
-    /// Size of the build capsule and default of the template.
-    pub vcpus: Option<u32>,
-    pub memory_mb: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct LogsQuery {
-    /// Only log rows after this id (as `Last-Event-ID` does).
-    pub after: Option<i64>,
-}
-
-/// The `end` event of a log stream.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BuildEnd {
-    pub status: BuildStatus,
-    pub error: Option<String>,
-    pub template: Option<String>,
-}
+use crate::domain::builds::{self, LogEvent, Request as BuildRequest};
 
 fn flag(v: &str) -> ApiResult<bool> {
     match v {
@@ -119,10 +81,6 @@ async fn from_multipart(app: &AppState, mut form: Multipart) -> ApiResult<BuildR
     Ok(req)
 }
 
-async fn view(app: &AppState, row: &BuildRow) -> ApiResult<BuildView> {
-    Ok(store::view(&app.db, row).await?)
-}
-
 /// Queue a template build.
 #[utoipa::path(post, path = "/v1/admin/builds", tag = "builds", request_body = CreateBuildRequest,
     responses((status = 202, body = BuildView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -155,23 +113,18 @@ pub async fn create(
             memory_mb: r.memory_mb,
         }
     };
-    let row = submit::submit(&app, &p.team_id, p.actor_id(), build).await?;
-    let id = row.id.clone();
+    let view = builds::submit(&app, &p, build).await?;
+    let note = AuditNote::resource(view.id.clone());
     Ok(noted(
-        (StatusCode::ACCEPTED, Json(view(&app, &row).await?)).into_response(),
-        AuditNote::resource(id),
+        (StatusCode::ACCEPTED, Json(view)).into_response(),
+        note,
     ))
 }
 
 /// The team's builds, newest first (at most 100).
 #[utoipa::path(get, path = "/v1/admin/builds", tag = "builds", responses((status = 200, body = [BuildView])))]
 pub async fn list(State(app): State<AppState>, p: Principal) -> ApiResult<Json<Vec<BuildView>>> {
-    let rows = store::list(&app.db, &p.team_id, 100).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        out.push(view(&app, r).await?);
-    }
-    Ok(Json(out))
+    Ok(Json(builds::list(&app, &p).await?))
 }
 
 /// One build with the state of each step.
@@ -182,8 +135,7 @@ pub async fn get(
     p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BuildView>> {
-    let row = store::get(&app.db, &p.team_id, &id).await?;
-    Ok(Json(view(&app, &row).await?))
+    Ok(Json(builds::get(&app, &p, &id).await?))
 }
 
 /// Ask a build to stop: a queued one is cancelled at once; a running one
@@ -197,129 +149,31 @@ pub async fn cancel(
     p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let row = store::get(&app.db, &p.team_id, &id).await?;
-    if row.status().is_terminal() {
-        return Err(ApiError::InvalidState(format!(
-            "the build already ended ({})",
-            row.status
-        )));
-    }
-    let mut wake = app.events.builds.subscribe();
-    if store::cancel_queued(&app.db, &id).await?.is_none()
-        && store::request_cancel(&app.db, &id).await?.is_none()
-    {
-        // It ended in between.
-        let row = store::get(&app.db, &p.team_id, &id).await?;
-        if row.status() != BuildStatus::Cancelled {
-            return Err(ApiError::InvalidState(format!(
-                "the build already ended ({})",
-                row.status
-            )));
-        }
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let row = store::get(&app.db, &p.team_id, &id).await?;
-        if row.status().is_terminal() || tokio::time::Instant::now() >= deadline {
-            let code = if row.status().is_terminal() {
-                StatusCode::OK
-            } else {
-                StatusCode::ACCEPTED
-            };
-            return Ok((code, Json(view(&app, &row).await?)).into_response());
-        }
-        notify::wait_for(&mut wake, &id, &[Kind::Status], Duration::from_secs(1)).await;
-    }
+    let (view, ended) = builds::cancel(&app, &p, &id).await?;
+    let code = if ended {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(view)).into_response())
 }
 
-/// Where a log stream is.
-struct Follow {
-    app: AppState,
-    build_id: String,
-    team_id: String,
-    cursor: i64,
-    steps: Vec<String>,
-    queue: VecDeque<Event>,
-    done: bool,
-    wake: tokio::sync::broadcast::Receiver<Wake>,
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
-fn log_event(l: &LogRow) -> Event {
-    Event::default()
-        .event("log")
-        .id(l.id.to_string())
-        .data(serde_json::to_string(l).unwrap_or_default())
-}
-
-impl Follow {
-    /// Queues what is new; returns false once there is nothing more ever.
-    async fn poll(&mut self) -> ApiResult<()> {
-        let row = store::get(&self.app.db, &self.team_id, &self.build_id).await?;
-        let logs = store::logs_after(&self.app.db, &self.build_id, self.cursor, 500).await?;
-        if let Some(last) = logs.last() {
-            self.cursor = last.id;
-        }
-        self.queue.extend(logs.iter().map(log_event));
-        let steps = store::steps(&self.app.db, &self.build_id).await?;
-        for s in &steps {
-            let i = usize::try_from(s.idx).unwrap_or(usize::MAX);
-            if self.steps.get(i) != Some(&s.status) {
-                self.queue.push_back(
-                    Event::default()
-                        .event("step")
-                        .data(serde_json::to_string(s).unwrap_or_default()),
-                );
-            }
-        }
-        self.steps = steps.into_iter().map(|s| s.status).collect();
-        // The row was read before the logs: when it had ended, every log
-        // line was already written.
-        if logs.is_empty() && row.status().is_terminal() {
-            let end = BuildEnd {
-                status: row.status(),
-                error: row.error.clone(),
-                template: (row.status() == BuildStatus::Succeeded).then(|| row.name.clone()),
-            };
-            self.queue.push_back(
-                Event::default()
-                    .event("end")
-                    .data(serde_json::to_string(&end).unwrap_or_default()),
-            );
-            self.done = true;
-        }
-        Ok(())
-    }
-
-    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
-        loop {
-            if let Some(ev) = self.queue.pop_front() {
-                return Some((Ok(ev), self));
-            }
-            if self.done {
-                return None;
-            }
-            let before = self.queue.len();
-            match self.poll().await {
-                Ok(()) if self.queue.len() > before || self.done => continue,
-                Ok(()) => {
-                    notify::wait_for(
-                        &mut self.wake,
-                        &self.build_id,
-                        &[Kind::Log, Kind::Status],
-                        Duration::from_secs(5),
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    self.done = true;
-                    self.queue.push_back(
-                        Event::default()
-                            .event("error")
-                            .data(serde_json::json!({ "message": e.to_string() }).to_string()),
-                    );
-                }
-            }
-        }
+/// A log event as a Server-Sent Event.
+fn sse(ev: LogEvent) -> Event {
+    match ev {
+        LogEvent::Log(l) => Event::default()
+            .event("log")
+            .id(l.id.to_string())
+            .data(json(&l)),
+        LogEvent::Step(s) => Event::default().event("step").data(json(&s)),
+        LogEvent::End(e) => Event::default().event("end").data(json(&e)),
+        LogEvent::Failed(message) => Event::default()
+            .event("error")
+            .data(json(&LogStreamError { message })),
     }
 }
 
@@ -337,22 +191,14 @@ pub async fn logs(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    store::get(&app.db, &p.team_id, &id).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok());
-    let follow = Follow {
-        wake: app.events.builds.subscribe(),
-        app,
-        build_id: id,
-        team_id: p.team_id,
-        cursor: q.after.or(resume).unwrap_or(0),
-        steps: Vec::new(),
-        queue: VecDeque::new(),
-        done: false,
-    };
-    let stream = futures::stream::unfold(follow, Follow::next);
+    let follow = builds::follow(&app, &p, &id, q.after.or(resume).unwrap_or(0)).await?;
+    let stream = futures::stream::unfold(follow, |mut f| async move {
+        f.next().await.map(|ev| (Ok(sse(ev)), f))
+    });
     Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))

@@ -15,7 +15,8 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
-use crate::{app::AppState, db::hosts, error::ApiError, transfer};
+use super::error::ApiError;
+use crate::{app::AppState, db, transfer};
 
 /// `8000-cap-abc.example.com:7000` → (8000, "cap-abc").
 pub fn parse_host(host: &str) -> Option<(u16, &str)> {
@@ -56,16 +57,18 @@ async fn relay(
     id: &str,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let host_id: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT host_id FROM capsules WHERE id = $1 AND status NOT IN ('stopped', 'stopping')",
-    )
-    .bind(id)
-    .fetch_optional(&app.db)
-    .await?;
-    let host_id = host_id
-        .flatten()
-        .ok_or_else(|| ApiError::NotFound(format!("capsule {id} not found")))?;
-    let host = hosts::conn(&app.db, &host_id).await?;
+    let lookup = async {
+        let host_id = db::capsules::traffic_host(&app.db, id).await?;
+        let host = match &host_id {
+            Some(h) => db::hosts::conn(&app.db, h).await?,
+            None => None,
+        };
+        Ok::<_, sqlx::Error>((host_id, host))
+    };
+    let (host_id, host) = lookup.await.map_err(ApiError::internal)?;
+    let host_id = host_id.ok_or_else(|| ApiError::NotFound(format!("capsule {id} not found")))?;
+    let host =
+        host.ok_or_else(|| ApiError::HostUnavailable(format!("host {host_id} no longer exists")))?;
     let proxy = host.proxy_address.clone().ok_or_else(|| {
         ApiError::HostUnavailable(format!("host {host_id} has no data plane address yet"))
     })?;

@@ -1,34 +1,22 @@
-//! Capsule lifecycle routes (`/v1/capsules`), scoped to the caller's team.
-
-use std::collections::HashMap;
+//! Capsule routes (`/v1/capsules`), scoped to the caller's team: lifecycle
+//! and usage.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use utoipa::ToSchema;
+use warren_api_types::capsules::{
+    CapsuleMetrics, CapsuleStats, CapsuleView, CreateCapsuleRequest, RangeQuery, UsageQuery,
+    UsageResponse,
+};
+use warren_api_types::status::CapsuleStatus;
 
-use super::extract::OptionalJson;
+use super::audit::{AuditNote, noted};
+use super::error::{ApiResult, ErrorBody};
+use super::extract::{ApiQuery, OptionalJson};
 use crate::app::AppState;
-use crate::audit::{AuditNote, noted};
 use crate::auth::Principal;
-use crate::db::capsules::{self, CapsuleRow, CapsuleView};
-use crate::error::{ApiResult, ErrorBody};
-use crate::lifecycle::{self, CreateSpec};
-use crate::status::CapsuleStatus;
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCapsuleRequest {
-    /// Template name; the server's default when omitted.
-    pub template: Option<String>,
-    pub vcpus: Option<u32>,
-    pub memory_mb: Option<u32>,
-    /// Idle seconds before auto-pause; 0 never pauses; 1-59 become 60.
-    pub timeout_sec: Option<u32>,
-    pub metadata: Option<HashMap<String, String>>,
-}
+use crate::domain::capsules::{self, usage};
 
 /// Create a capsule. Answers once it runs (202 with status `running`), or
 /// with status `starting` if the host is slow to confirm.
@@ -40,14 +28,7 @@ pub async fn create(
     p: Principal,
     OptionalJson(req): OptionalJson<CreateCapsuleRequest>,
 ) -> ApiResult<Response> {
-    let spec = CreateSpec {
-        template: req.template,
-        vcpus: req.vcpus,
-        memory_mb: req.memory_mb,
-        timeout_sec: req.timeout_sec,
-        metadata: req.metadata,
-    };
-    let row = lifecycle::create(&app, &p.team_id, spec).await?;
+    let row = capsules::create(&app, &p, req).await?;
     Ok(noted(
         (StatusCode::ACCEPTED, Json(row.view())).into_response(),
         AuditNote::resource(row.id),
@@ -57,15 +38,8 @@ pub async fn create(
 /// The team's capsules (destroyed ones from the last hour included).
 #[utoipa::path(get, path = "/v1/capsules", tag = "capsules", responses((status = 200, body = [CapsuleView])))]
 pub async fn list(State(app): State<AppState>, p: Principal) -> ApiResult<Json<Vec<CapsuleView>>> {
-    let rows = sqlx::query_as::<_, CapsuleRow>(
-        "SELECT * FROM capsules WHERE team_id = $1
-            AND (status NOT IN ('stopped', 'error') OR updated_at > now() - interval '1 hour')
-          ORDER BY created_at DESC",
-    )
-    .bind(&p.team_id)
-    .fetch_all(&app.db)
-    .await?;
-    Ok(Json(rows.iter().map(CapsuleRow::view).collect()))
+    let rows = capsules::list(&app, &p).await?;
+    Ok(Json(rows.iter().map(|r| r.view()).collect()))
 }
 
 /// One capsule.
@@ -76,7 +50,7 @@ pub async fn get(
     p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CapsuleView>> {
-    Ok(Json(capsules::get(&app.db, &p.team_id, &id).await?.view()))
+    Ok(Json(capsules::get(&app, &p, &id).await?.view()))
 }
 
 /// Destroy a capsule: 204 once the host confirmed, 202 while it retries.
@@ -87,9 +61,8 @@ pub async fn destroy(
     p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let row = capsules::get(&app.db, &p.team_id, &id).await?;
-    let row = lifecycle::destroy(&app, row).await?;
-    Ok(if row.status() == CapsuleStatus::Stopped {
+    let row = capsules::destroy(&app, &p, &id).await?;
+    Ok(if row.status == CapsuleStatus::Stopped {
         StatusCode::NO_CONTENT
     } else {
         StatusCode::ACCEPTED
@@ -104,8 +77,7 @@ pub async fn pause(
     p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<CapsuleView>)> {
-    let row = capsules::get(&app.db, &p.team_id, &id).await?;
-    let row = lifecycle::pause(&app, row).await?;
+    let row = capsules::pause(&app, &p, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(row.view())))
 }
 
@@ -118,8 +90,7 @@ pub async fn resume(
     p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<CapsuleView>)> {
-    let row = capsules::get(&app.db, &p.team_id, &id).await?;
-    let row = lifecycle::resume(&app, row).await?;
+    let row = capsules::resume(&app, &p, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(row.view())))
 }
 
@@ -131,7 +102,43 @@ pub async fn ping(
     p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let row = capsules::get(&app.db, &p.team_id, &id).await?;
-    lifecycle::ping(&app, &row).await?;
+    capsules::ping(&app, &p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Capsule counts now, their peaks over 30 days, and a chart series.
+#[utoipa::path(get, path = "/v1/capsules/stats", tag = "capsules", params(("range" = Option<String>, Query)),
+    responses((status = 200, body = CapsuleStats)))]
+pub async fn stats(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> ApiResult<Json<CapsuleStats>> {
+    Ok(Json(usage::stats(&app, &p, q.range).await?))
+}
+
+/// Per-day CPU minutes (vCPUs × running minutes) and memory MiB-minutes.
+#[utoipa::path(get, path = "/v1/capsules/usage", tag = "capsules",
+    params(("from" = Option<String>, Query), ("to" = Option<String>, Query)),
+    responses((status = 200, body = UsageResponse)))]
+pub async fn usage(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> ApiResult<Json<UsageResponse>> {
+    let r = usage::daily(&app, &p, q.from.as_deref(), q.to.as_deref()).await?;
+    Ok(Json(r))
+}
+
+/// A capsule's sampled CPU, memory and disk use.
+#[utoipa::path(get, path = "/v1/capsules/{id}/metrics", tag = "capsules",
+    params(("id" = String, Path), ("range" = Option<String>, Query)),
+    responses((status = 200, body = CapsuleMetrics)))]
+pub async fn metrics(
+    State(app): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> ApiResult<Json<CapsuleMetrics>> {
+    Ok(Json(usage::metrics(&app, &p, &id, q.range).await?))
 }

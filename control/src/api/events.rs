@@ -10,9 +10,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::error::ApiResult;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::error::ApiResult;
 
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events",
     responses((status = 200, description = "text/event-stream of SSEEvent frames")))]

@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
+use super::error::ApiError;
 use crate::app::AppState;
-use crate::error::ApiError;
 
 /// A JSON body, limited to the configured size.
 #[derive(Debug)]

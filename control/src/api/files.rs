@@ -10,85 +10,18 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use utoipa::ToSchema;
-use warren_proto::filesystem as fs;
+use warren_api_types::files::{
+    ListRequest, ListResponse, MakeDirResponse, PathRequest, UploadQuery,
+};
 
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::session::{CapsuleSession, check_path};
-use crate::agent_client::rpc_to_api;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::domain::capsules::session::{self, check_path};
 use crate::transfer::BoxError;
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PathRequest {
-    pub path: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListRequest {
-    pub path: String,
-    /// 1 (default): the directory's entries; more descends further.
-    pub depth: Option<u32>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FileEntry {
-    pub name: String,
-    pub path: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub size: i64,
-    pub mode: u32,
-    pub permissions: String,
-    pub owner: String,
-    pub group: String,
-    /// Unix seconds.
-    pub modified_at: i64,
-    pub symlink_target: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ListResponse {
-    pub entries: Vec<FileEntry>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MakeDirResponse {
-    pub entry: FileEntry,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct UploadQuery {
-    pub path: Option<String>,
-}
-
-pub fn entry(e: fs::EntryInfo) -> FileEntry {
-    let kind = match fs::FileType::try_from(e.r#type).unwrap_or(fs::FileType::Unspecified) {
-        fs::FileType::Directory => "directory",
-        fs::FileType::Symlink => "symlink",
-        _ if e.is_symlink => "symlink",
-        _ => "file",
-    };
-    FileEntry {
-        name: e.name,
-        path: e.path,
-        kind: kind.into(),
-        size: e.size,
-        mode: e.mode,
-        permissions: e.permissions,
-        owner: e.owner,
-        group: e.group,
-        modified_at: e.modified_time.map_or(0, |t| t.seconds),
-        symlink_target: e.symlink_target,
-    }
-}
 
 /// Streams a multipart upload's `file` part into envd. The `path` comes
 /// from `?path=` or a `path` field before the file.
@@ -96,15 +29,14 @@ async fn upload(
     app: &AppState,
     p: &Principal,
     id: &str,
-    query_path: Option<String>,
+    mut path: Option<String>,
     mut form: Multipart,
     limit: Option<u64>,
 ) -> ApiResult<StatusCode> {
-    let mut path = query_path;
     if let Some(pth) = &path {
         check_path(pth)?;
     }
-    let s = CapsuleSession::open(app, &p.team_id, id).await?;
+    let s = session::open(app, p, id).await?;
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::invalid(format!("malformed multipart body: {e}"))
     };
@@ -120,7 +52,7 @@ async fn upload(
                     .clone()
                     .ok_or_else(|| ApiError::invalid("the path field must come before the file"))?;
                 let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);
-                let send = s.envd.upload(&dest, ReceiverStream::new(rx));
+                let send = s.upload(&dest, ReceiverStream::new(rx));
                 let pump = async move {
                     let mut total: u64 = 0;
                     loop {
@@ -134,13 +66,11 @@ async fn upload(
                             }
                         };
                         total += chunk.len() as u64;
-                        if let Some(max) = limit {
-                            if total > max {
-                                let _ = tx.send(Err("upload too large".into())).await;
-                                return Err(ApiError::TooLarge(format!(
-                                    "file exceeds {max} bytes; use files/stream/write"
-                                )));
-                            }
+                        if let Some(max) = limit.filter(|max| total > *max) {
+                            let _ = tx.send(Err("upload too large".into())).await;
+                            return Err(ApiError::TooLarge(format!(
+                                "file exceeds {max} bytes; use files/stream/write"
+                            )));
                         }
                         if tx.send(Ok(chunk)).await.is_err() {
                             return Ok(());
@@ -185,15 +115,8 @@ pub async fn stream_write(
     upload(&app, &p, &id, q.path, form, None).await
 }
 
-async fn download(
-    app: &AppState,
-    p: &Principal,
-    id: &str,
-    req: PathRequest,
-) -> ApiResult<Response> {
-    check_path(&req.path)?;
-    let s = CapsuleSession::open(app, &p.team_id, id).await?;
-    let body = s.envd.download(&req.path).await?;
+async fn download(app: &AppState, p: &Principal, id: &str, path: &str) -> ApiResult<Response> {
+    let body = session::download(app, p, id, path).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         Body::new(body),
@@ -210,7 +133,7 @@ pub async fn read(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PathRequest>,
 ) -> ApiResult<Response> {
-    download(&app, &p, &id, req).await
+    download(&app, &p, &id, &req.path).await
 }
 
 /// Download a file of any size (streamed, chunked).
@@ -222,7 +145,7 @@ pub async fn stream_read(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PathRequest>,
 ) -> ApiResult<Response> {
-    download(&app, &p, &id, req).await
+    download(&app, &p, &id, &req.path).await
 }
 
 /// List a directory.
@@ -234,20 +157,9 @@ pub async fn list(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ListRequest>,
 ) -> ApiResult<Json<ListResponse>> {
-    check_path(&req.path)?;
-    let depth = req.depth.unwrap_or(1).max(1);
-    if depth > 32 {
-        return Err(ApiError::invalid("depth must be at most 32"));
-    }
-    let s = CapsuleSession::open(&app, &p.team_id, &id).await?;
-    let entries = s
-        .envd
-        .list_dir(&req.path, depth)
-        .await
-        .map_err(rpc_to_api)?;
-    Ok(Json(ListResponse {
-        entries: entries.into_iter().map(entry).collect(),
-    }))
+    Ok(Json(
+        session::list_dir(&app, &p, &id, &req.path, req.depth).await?,
+    ))
 }
 
 /// Create a directory (and its parents); 409 `already_exists` if it is there.
@@ -259,19 +171,8 @@ pub async fn mkdir(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PathRequest>,
 ) -> ApiResult<Json<MakeDirResponse>> {
-    check_path(&req.path)?;
-    let s = CapsuleSession::open(&app, &p.team_id, &id).await?;
-    let made = s.envd.make_dir(&req.path).await.map_err(rpc_to_api)?;
-    let info = match made {
-        Some(e) => e,
-        None => s
-            .envd
-            .stat(&req.path)
-            .await
-            .map_err(rpc_to_api)?
-            .ok_or_else(|| ApiError::Agent("envd returned no entry".into()))?,
-    };
-    Ok(Json(MakeDirResponse { entry: entry(info) }))
+    let entry = session::make_dir(&app, &p, &id, &req.path).await?;
+    Ok(Json(MakeDirResponse { entry }))
 }
 
 /// Remove a file or a directory tree.
@@ -283,8 +184,6 @@ pub async fn remove(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PathRequest>,
 ) -> ApiResult<StatusCode> {
-    check_path(&req.path)?;
-    let s = CapsuleSession::open(&app, &p.team_id, &id).await?;
-    s.envd.remove(&req.path).await.map_err(rpc_to_api)?;
+    session::remove(&app, &p, &id, &req.path).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,24 +1,30 @@
 //! The REST API: one module per route family, the router, and the OpenAPI
 //! document generated from the handlers' annotations (`/openapi.json`,
-//! rendered at `/docs`).
+//! rendered at `/docs`). Handlers parse a request, call one function of
+//! the domain layer ([`crate::domain`]) and render its result; errors
+//! become HTTP only here ([`error`]). Extensions' routes are merged in
+//! before the layers, so they share authentication, the audit trail and
+//! the state ([`Extra`]).
 
 pub mod admin;
 pub mod api_keys;
+pub mod audit;
 pub mod audit_logs;
 pub mod auth;
 pub mod builds;
 pub mod capsule_proxy;
 pub mod capsules;
+pub mod error;
 pub mod events;
 pub mod exec;
 pub mod extract;
 pub mod files;
 pub mod hosts;
+pub mod layers;
 pub mod pty;
-pub mod session;
 pub mod snapshots;
-pub mod stats;
 pub mod teams;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -30,8 +36,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use self::error::ApiError;
 use crate::app::AppState;
-use crate::error::ApiError;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -77,13 +83,13 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(teams::update_member, teams::remove_member))
         .routes(routes!(teams::leave))
         .routes(routes!(capsules::create, capsules::list))
-        .routes(routes!(stats::stats))
-        .routes(routes!(stats::usage))
+        .routes(routes!(capsules::stats))
+        .routes(routes!(capsules::usage))
         .routes(routes!(capsules::get, capsules::destroy))
         .routes(routes!(capsules::pause))
         .routes(routes!(capsules::resume))
         .routes(routes!(capsules::ping))
-        .routes(routes!(stats::metrics))
+        .routes(routes!(capsules::metrics))
         .routes(routes!(exec::exec))
         .routes(routes!(exec::exec_stream))
         .routes(routes!(exec::list_processes))
@@ -121,7 +127,25 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(builds::logs))
 }
 
-/// The OpenAPI document.
+/// Routes an extension adds: documented ones (in `/openapi.json`) and
+/// plain ones. Both sit behind the same authentication (handlers take
+/// [`crate::auth::Principal`]) and audit trail as the built-in API.
+#[derive(Default)]
+pub struct Extra {
+    pub documented: Vec<OpenApiRouter<AppState>>,
+    pub plain: Vec<Router<AppState>>,
+}
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extra")
+            .field("documented", &self.documented.len())
+            .field("plain", &self.plain.len())
+            .finish()
+    }
+}
+
+/// The OpenAPI document of the built-in API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().split_for_parts().1
 }
@@ -148,13 +172,18 @@ async fn health() -> impl IntoResponse {
     )
 }
 
-/// The whole HTTP application.
-pub fn router(app: AppState) -> Router {
-    let (api, doc) = api_routes().split_for_parts();
+/// The whole HTTP application, with the extensions' routes.
+pub fn router(app: AppState, extra: Extra) -> Router {
+    let documented = extra
+        .documented
+        .into_iter()
+        .fold(api_routes(), OpenApiRouter::merge);
+    let (api, doc) = documented.split_for_parts();
+    let api = extra.plain.into_iter().fold(api, Router::merge);
     let doc_json = serde_json::to_string(&doc).unwrap_or_default();
     api.route_layer(axum::middleware::from_fn_with_state(
         app.clone(),
-        crate::audit::middleware,
+        audit::middleware,
     ))
     .route(
         "/openapi.json",
@@ -168,7 +197,7 @@ pub fn router(app: AppState) -> Router {
     .layer(DefaultBodyLimit::disable())
     .layer(axum::middleware::from_fn_with_state(
         app.clone(),
-        crate::auth::middleware,
+        layers::authenticate,
     ))
     .layer(tower_http::trace::TraceLayer::new_for_http())
     // Capsule ports (`{port}-{id}.` hosts) never reach the API or its auth.

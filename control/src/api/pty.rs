@@ -12,7 +12,6 @@
 //! <base64>}` text frames instead. The session outlives the socket:
 //! reconnect with its tag.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -22,39 +21,23 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::json;
+use warren_api_types::process::{PtyClientMessage, PtyServerMessage};
+use warren_proto::connect::MessageStream;
 use warren_proto::process as pr;
 
-use super::exec::new_tag;
+use super::error::ApiError;
 use super::extract::ApiQuery;
-use super::session::{CapsuleSession, check_env, ws_fail, ws_json, ws_principal};
-use crate::agent_client::rpc_to_api;
+use super::ws;
+use crate::agent_client::RpcError;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::envd_client::selector;
-use crate::error::ApiError;
-use warren_proto::connect::MessageStream;
+use crate::domain::capsules::session::{self, Session, new_tag};
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PtyQuery {
     pub encoding: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ClientMsg {
-    #[serde(rename = "type")]
-    kind: String,
-    cmd: Option<String>,
-    args: Option<Vec<String>>,
-    cols: Option<u32>,
-    rows: Option<u32>,
-    envs: Option<HashMap<String, String>>,
-    cwd: Option<String>,
-    tag: Option<String>,
-    data: Option<String>,
-    encoding: Option<String>,
 }
 
 fn size(cols: Option<u32>, rows: Option<u32>) -> Result<(u32, u32), ApiError> {
@@ -67,19 +50,66 @@ fn size(cols: Option<u32>, rows: Option<u32>) -> Result<(u32, u32), ApiError> {
     Ok((c, r))
 }
 
+fn parse(text: &str) -> Result<PtyClientMessage, ApiError> {
+    serde_json::from_str(text).map_err(|e| ApiError::invalid(format!("invalid message: {e}")))
+}
+
 enum Events {
     Start(MessageStream<pr::StartResponse>),
     Connect(MessageStream<pr::ConnectResponse>),
 }
 
 impl Events {
-    async fn next(
-        &mut self,
-    ) -> Option<Result<Option<pr::ProcessEvent>, crate::agent_client::RpcError>> {
+    async fn next(&mut self) -> Option<Result<Option<pr::ProcessEvent>, RpcError>> {
         match self {
             Self::Start(s) => s.next().await.map(|r| r.map(|m| m.event)),
             Self::Connect(s) => s.next().await.map(|r| r.map(|m| m.event)),
         }
+    }
+}
+
+/// Opens the session a first message asks for: its events, tag, and
+/// whether output goes as base64 text.
+async fn setup(
+    app: &AppState,
+    p: Option<Principal>,
+    id: &str,
+    q: &PtyQuery,
+    socket: &mut WebSocket,
+) -> Result<(Session, Events, String, bool), ApiError> {
+    let p = ws::principal(app, p, socket).await?;
+    let s = session::open(app, &p, id).await?;
+    let wrong = || ApiError::invalid("first message must be 'start' or 'connect'");
+    let msg = match socket.recv().await {
+        Some(Ok(Message::Text(t))) => parse(t.as_str())?,
+        _ => return Err(wrong()),
+    };
+    let base64 =
+        q.encoding.as_deref() == Some("base64") || msg.encoding.as_deref() == Some("base64");
+    match msg.kind.as_str() {
+        "start" => {
+            let tag = new_tag("pty");
+            let stream = s
+                .start_pty(
+                    msg.cmd,
+                    msg.args.unwrap_or_default(),
+                    msg.envs.unwrap_or_default(),
+                    msg.cwd,
+                    size(msg.cols, msg.rows)?,
+                    &tag,
+                )
+                .await?;
+            Ok((s, Events::Start(stream), tag, base64))
+        }
+        "connect" => {
+            let tag = msg
+                .tag
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ApiError::invalid("connect needs a 'tag'"))?;
+            let stream = s.connect(&tag).await?;
+            Ok((s, Events::Connect(stream), tag, base64))
+        }
+        _ => Err(wrong()),
     }
 }
 
@@ -95,78 +125,21 @@ pub async fn pty(
     ws: WebSocketUpgrade,
 ) -> Response {
     ws.on_upgrade(move |mut socket| async move {
-        let setup = async {
-            let p = ws_principal(&app, p, &mut socket).await?;
-            let s = CapsuleSession::open(&app, &p.team_id, &id).await?;
-            let first = match socket.recv().await {
-                Some(Ok(Message::Text(t))) => t,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "first message must be 'start' or 'connect'",
-                    ));
-                }
-            };
-            let msg: ClientMsg = serde_json::from_str(first.as_str())
-                .map_err(|e| ApiError::invalid(format!("invalid message: {e}")))?;
-            let base64 = q.encoding.as_deref() == Some("base64")
-                || msg.encoding.as_deref() == Some("base64");
-            match msg.kind.as_str() {
-                "start" => {
-                    let (cols, rows) = size(msg.cols, msg.rows)?;
-                    let mut envs = msg.envs.unwrap_or_default();
-                    check_env(&envs)?;
-                    envs.entry("TERM".into())
-                        .or_insert_with(|| "xterm-256color".into());
-                    let tag = new_tag("pty");
-                    let cmd = msg.cmd.filter(|c| !c.is_empty()).unwrap_or_else(|| {
-                        s.shell.first().cloned().unwrap_or_else(|| "/bin/sh".into())
-                    });
-                    let req = pr::StartRequest {
-                        process: Some(pr::ProcessConfig {
-                            cmd,
-                            args: msg.args.unwrap_or_default(),
-                            envs,
-                            cwd: msg.cwd,
-                        }),
-                        pty: Some(pr::Pty {
-                            size: Some(pr::pty::Size { cols, rows }),
-                        }),
-                        tag: Some(tag.clone()),
-                        stdin: Some(true),
-                    };
-                    let stream = s.envd.start(req).await.map_err(rpc_to_api)?;
-                    Ok((s, Events::Start(stream), tag, base64))
-                }
-                "connect" => {
-                    let tag = msg
-                        .tag
-                        .filter(|t| !t.is_empty())
-                        .ok_or_else(|| ApiError::invalid("connect needs a 'tag'"))?;
-                    let stream = s.envd.connect(selector(&tag)).await.map_err(rpc_to_api)?;
-                    Ok((s, Events::Connect(stream), tag, base64))
-                }
-                _ => Err(ApiError::invalid(
-                    "first message must be 'start' or 'connect'",
-                )),
-            }
-        };
-        match setup.await {
-            Ok((s, events, tag, base64)) => session(socket, s, events, tag, base64).await,
-            Err(e) => ws_fail(&mut socket, &e).await,
+        match setup(&app, p, &id, &q, &mut socket).await {
+            Ok((s, events, tag, base64)) => run(socket, s, events, tag, base64).await,
+            Err(e) => ws::fail(&mut socket, &e).await,
         }
     })
 }
 
-async fn session(
-    mut socket: WebSocket,
-    s: CapsuleSession,
-    mut events: Events,
-    tag: String,
-    base64: bool,
-) {
-    let sel = || selector(&tag);
+async fn run(mut socket: WebSocket, s: Session, mut events: Events, tag: String, base64: bool) {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let error = |data: String, fatal: bool| PtyServerMessage::Error {
+        data,
+        code: None,
+        fatal,
+    };
     loop {
         tokio::select! {
             ev = events.next() => match ev {
@@ -175,12 +148,14 @@ async fn session(
                     use pr::process_event::data_event::Output;
                     let ok = match ev.event {
                         Some(Event::Start(st)) => {
-                            ws_json(&mut socket, json!({ "type": "started", "tag": tag, "pid": st.pid })).await
+                            let msg = PtyServerMessage::Started { tag: tag.clone(), pid: st.pid };
+                            ws::send(&mut socket, &msg).await
                         }
                         Some(Event::Data(d)) => match d.output {
                             Some(Output::Pty(b) | Output::Stdout(b) | Output::Stderr(b)) => {
                                 if base64 {
-                                    ws_json(&mut socket, json!({ "type": "output", "data": b64.encode(&b) })).await
+                                    let msg = PtyServerMessage::Output { data: b64.encode(&b) };
+                                    ws::send(&mut socket, &msg).await
                                 } else {
                                     socket.send(Message::Binary(b)).await.is_ok()
                                 }
@@ -188,7 +163,8 @@ async fn session(
                             None => true,
                         },
                         Some(Event::End(e)) => {
-                            let _ = ws_json(&mut socket, json!({ "type": "exit", "exit_code": e.exit_code })).await;
+                            let msg = PtyServerMessage::Exit { exit_code: e.exit_code };
+                            let _ = ws::send(&mut socket, &msg).await;
                             break;
                         }
                         _ => true,
@@ -199,26 +175,26 @@ async fn session(
                 }
                 Some(Ok(None)) => {}
                 Some(Err(e)) => {
-                    let _ = ws_json(&mut socket, json!({ "type": "error", "data": e.to_string(), "fatal": true })).await;
+                    let _ = ws::send(&mut socket, &error(e.to_string(), true)).await;
                     break;
                 }
                 None => break,
             },
             msg = socket.recv() => {
                 let result = match msg {
-                    Some(Ok(Message::Binary(b))) => s.envd.send_pty_input(sel(), b).await.map_err(rpc_to_api),
-                    Some(Ok(Message::Text(t))) => control(&s, &sel, t.as_str()).await,
+                    Some(Ok(Message::Binary(b))) => s.pty_input(&tag, b).await.map_err(Into::into),
+                    Some(Ok(Message::Text(t))) => control(&s, &tag, t.as_str()).await,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     _ => Ok(()),
                 };
                 if let Err(e) = result {
-                    if !ws_json(&mut socket, json!({ "type": "error", "data": e.to_string(), "fatal": false })).await {
+                    if !ws::send(&mut socket, &error(e.to_string(), false)).await {
                         break;
                     }
                 }
             }
             _ = ping.tick() => {
-                if !ws_json(&mut socket, json!({ "type": "ping" })).await {
+                if !ws::send(&mut socket, &PtyServerMessage::Ping).await {
                     break;
                 }
             }
@@ -228,36 +204,22 @@ async fn session(
 }
 
 /// Handles one control message from the client.
-async fn control(
-    s: &CapsuleSession,
-    sel: &impl Fn() -> pr::ProcessSelector,
-    text: &str,
-) -> Result<(), ApiError> {
-    let msg: ClientMsg = serde_json::from_str(text)
-        .map_err(|e| ApiError::invalid(format!("invalid message: {e}")))?;
+async fn control(s: &Session, tag: &str, text: &str) -> Result<(), ApiError> {
+    let msg = parse(text)?;
     match msg.kind.as_str() {
         "input" => {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(msg.data.unwrap_or_default())
                 .map_err(|_| ApiError::invalid("input data must be base64"))?;
-            s.envd
-                .send_pty_input(sel(), Bytes::from(data))
-                .await
-                .map_err(rpc_to_api)
+            s.pty_input(tag, Bytes::from(data)).await?;
         }
         "resize" => {
             let (cols, rows) = size(msg.cols, msg.rows)?;
-            s.envd
-                .resize_pty(sel(), cols, rows)
-                .await
-                .map_err(rpc_to_api)
+            s.resize(tag, cols, rows).await?;
         }
-        "kill" => s
-            .envd
-            .signal(sel(), pr::Signal::Sigkill)
-            .await
-            .map_err(rpc_to_api),
-        "pong" | "ping" => Ok(()),
-        other => Err(ApiError::invalid(format!("unknown message type '{other}'"))),
+        "kill" => s.signal(tag, pr::Signal::Sigkill).await?,
+        "pong" | "ping" => {}
+        other => return Err(ApiError::invalid(format!("unknown message type '{other}'"))),
     }
+    Ok(())
 }

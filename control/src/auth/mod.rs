@@ -1,13 +1,14 @@
-//! Authentication and authorisation: who is calling (an API key, a user's
-//! JWT session, or a host's token) and what their role in the team allows.
+//! Authentication and authorisation: who is calling (an API key or a
+//! user's JWT session) and what their role in the team allows.
 //!
-//! The [`middleware`] resolves credentials once per request into a
-//! [`Principal`] request extension; handlers take `Principal` as an
-//! extractor (401 when absent) and call its `require_*` checks.
+//! [`authenticate`] resolves a credential into a [`Principal`]; the REST
+//! layer does it once per request (`crate::api::layers`) and handlers take
+//! the `Principal` as an extractor. Domain modules check it with its
+//! `require_*` methods, whose refusal is [`Denied`].
 
 pub mod apikey;
 pub mod jwt;
 pub mod password;
 mod principal;
 
-pub use principal::{Actor, Principal, Role, authenticate_token, middleware};
+pub use principal::{Actor, AuthError, Denied, Principal, authenticate};

@@ -4,21 +4,24 @@
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-use crate::error::ApiError;
-
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 256;
 
-pub async fn hash(password: String) -> Result<String, ApiError> {
+/// Hashing failed (it does not, short of a broken runtime).
+#[derive(Debug, thiserror::Error)]
+#[error("hashing the password: {0}")]
+pub struct HashError(String);
+
+pub async fn hash(password: String) -> Result<String, HashError> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(ApiError::internal)
+            .map_err(|e| HashError(e.to_string()))
     })
     .await
-    .map_err(ApiError::internal)?
+    .map_err(|e| HashError(e.to_string()))?
 }
 
 /// Whether `password` matches the stored PHC string.

@@ -10,16 +10,16 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::time::Instant;
+use warren_api_types::status::LogStream;
 use warren_proto::filesystem as fs;
 use warren_proto::process as pr;
 
-use super::archive;
-use super::plan::{Action, CopyItem, CopyKind, Ctx, Health, Target, sh_quote};
-use super::store::{Fence, FenceError};
 use crate::app::AppState;
+use crate::db::builds::{Fence, FenceError};
 use crate::db::hosts::HostConn;
-use crate::envd_client::{EnvdClient, selector};
-use crate::error::ApiError;
+use crate::envd_client::{EnvdClient, EnvdError, selector};
+use warren_recipe::contents as archive;
+use warren_recipe::plan::{Action, CopyItem, CopyKind, Ctx, Health, Target, sh_quote};
 
 /// Output is written to the log at least this often while a step runs.
 const FLUSH_EVERY: Duration = Duration::from_millis(300);
@@ -40,8 +40,8 @@ pub enum StepError {
     Fence(#[from] FenceError),
 }
 
-impl From<ApiError> for StepError {
-    fn from(e: ApiError) -> Self {
+impl From<EnvdError> for StepError {
+    fn from(e: EnvdError) -> Self {
         Self::Failed(e.to_string())
     }
 }
@@ -57,7 +57,7 @@ impl Log {
     /// A line of the worker's own.
     pub async fn system(&self, step: Option<usize>, line: &str) -> Result<(), FenceError> {
         self.fence
-            .log(&self.db, step, "system", &format!("{line}\n"))
+            .log(&self.db, step, LogStream::System, &format!("{line}\n"))
             .await
     }
 }
@@ -83,9 +83,9 @@ impl<'a> Output<'a> {
         }
     }
 
-    async fn push(&mut self, stream: &str, data: &[u8]) -> Result<(), FenceError> {
+    async fn push(&mut self, stream: LogStream, data: &[u8]) -> Result<(), FenceError> {
         match stream {
-            "stderr" => self.stderr.extend_from_slice(data),
+            LogStream::Stderr => self.stderr.extend_from_slice(data),
             _ => self.stdout.extend_from_slice(data),
         }
         if self.stdout.len() + self.stderr.len() >= FLUSH_BYTES
@@ -98,7 +98,10 @@ impl<'a> Output<'a> {
 
     async fn flush(&mut self, all: bool) -> Result<(), FenceError> {
         self.last = Instant::now();
-        for (name, buf) in [("stdout", &mut self.stdout), ("stderr", &mut self.stderr)] {
+        for (name, buf) in [
+            (LogStream::Stdout, &mut self.stdout),
+            (LogStream::Stderr, &mut self.stderr),
+        ] {
             let text = take_text(buf, all);
             if !text.is_empty() {
                 self.log
@@ -133,7 +136,7 @@ pub struct Capsule {
 }
 
 impl Capsule {
-    fn envd(&self, user: &str) -> Result<EnvdClient, ApiError> {
+    fn envd(&self, user: &str) -> Result<EnvdClient, EnvdError> {
         self.app.envd(&self.host, &self.id, user)
     }
 
@@ -220,8 +223,10 @@ impl Capsule {
             match ev {
                 Some(Event::Start(s)) => pid = Some(s.pid),
                 Some(Event::Data(d)) => match d.output {
-                    Some(Out::Stdout(b)) | Some(Out::Pty(b)) => out.push("stdout", &b).await?,
-                    Some(Out::Stderr(b)) => out.push("stderr", &b).await?,
+                    Some(Out::Stdout(b)) | Some(Out::Pty(b)) => {
+                        out.push(LogStream::Stdout, &b).await?
+                    }
+                    Some(Out::Stderr(b)) => out.push(LogStream::Stderr, &b).await?,
                     None => {}
                 },
                 Some(Event::End(e)) => break e.exit_code,
@@ -409,8 +414,10 @@ impl Capsule {
             while let Some(Ok(msg)) = stream.next().await {
                 let sent = match msg.event.and_then(|e| e.event) {
                     Some(Event::Data(d)) => match d.output {
-                        Some(Out::Stdout(b)) | Some(Out::Pty(b)) => out.push("stdout", &b).await,
-                        Some(Out::Stderr(b)) => out.push("stderr", &b).await,
+                        Some(Out::Stdout(b)) | Some(Out::Pty(b)) => {
+                            out.push(LogStream::Stdout, &b).await
+                        }
+                        Some(Out::Stderr(b)) => out.push(LogStream::Stderr, &b).await,
                         None => Ok(()),
                     },
                     Some(Event::End(e)) => {

@@ -54,12 +54,7 @@ pub async fn publish<'e, E>(exec: E, build_id: &str, kind: Kind) -> sqlx::Result
 where
     E: sqlx::PgExecutor<'e>,
 {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(format!("{}:{build_id}", kind.as_str()))
-        .execute(exec)
-        .await?;
-    Ok(())
+    crate::db::notify(exec, CHANNEL, &format!("{}:{build_id}", kind.as_str())).await
 }
 
 /// This replica's fan-out of build wake-ups.

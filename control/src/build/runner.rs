@@ -27,24 +27,25 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use warren_api_types::status::{BuildStatus, CapsuleStatus, StepStatus};
 use warren_proto::agent::v1 as pb;
+use warren_proto::connect::Code;
+use warren_recipe as recipe;
+use warren_recipe::plan::{self, Action, Base, Plan};
 
 use super::cache::{self, Layer};
 use super::exec::{Capsule, Log, StepError};
 use super::notify::{self, Kind};
-use super::plan::{self, Action, Base, Plan};
-use super::status::{BuildStatus, StepStatus};
-use super::store::{self, BuildRow, Fence, FenceError};
-use crate::api::snapshots;
+use crate::agent_client::Unreachable;
 use crate::app::AppState;
+use crate::db::build_cache;
+use crate::db::builds::{self, BuildRow, Fence, FenceError};
 use crate::db::capsules::{self, CapsuleRow};
 use crate::db::hosts;
-use crate::db::templates::{self, TemplateRow};
-use crate::error::ApiError;
+use crate::db::templates::{self as template_rows, TeamTemplate, TemplateRow};
+use crate::domain::templates::{self, TemplateError};
 use crate::events::{self, Notification};
-use crate::lifecycle::{self, Launch};
-use crate::recipe;
-use crate::status::CapsuleStatus;
+use crate::lifecycle::{self, Launch, LifecycleError};
 
 /// How long a cancelled build's work may take to wind down once its
 /// capsule is gone.
@@ -77,11 +78,18 @@ impl From<StepError> for Stop {
     }
 }
 
-impl From<ApiError> for Stop {
-    fn from(e: ApiError) -> Self {
-        Self::Failed(e.to_string())
-    }
+/// What the services a build uses report fails the build.
+macro_rules! fails_the_build {
+    ($($error:ty),+) => {$(
+        impl From<$error> for Stop {
+            fn from(e: $error) -> Self {
+                Self::Failed(e.to_string())
+            }
+        }
+    )+};
 }
+
+fails_the_build!(LifecycleError, TemplateError, Unreachable);
 
 impl From<sqlx::Error> for Stop {
     fn from(e: sqlx::Error) -> Self {
@@ -271,15 +279,7 @@ impl Job {
     /// Destroys every capsule of this build made by this attempt or an
     /// earlier one (never a later attempt's).
     async fn destroy_capsules(&self) {
-        let rows = sqlx::query_as::<_, CapsuleRow>(
-            "SELECT * FROM capsules WHERE metadata->>'build_id' = $1
-                AND COALESCE((metadata->>'build_attempt')::INT, 0) <= $2
-                AND status NOT IN ('stopped', 'error')",
-        )
-        .bind(&self.row.id)
-        .bind(self.row.attempts)
-        .fetch_all(&self.app.db)
-        .await;
+        let rows = capsules::live_of_build(&self.app.db, &self.row.id, self.row.attempts).await;
         match rows {
             Ok(rows) => {
                 for row in rows {
@@ -303,7 +303,7 @@ impl Job {
     }
 
     async fn destroy(&self, row: CapsuleRow) {
-        if row.status().is_terminal() {
+        if row.status.is_terminal() {
             return;
         }
         let id = row.id.clone();
@@ -315,7 +315,7 @@ impl Job {
     async fn remove_template(&self) {
         let name = lock(&self.made.template).take();
         if let Some(name) = name {
-            snapshots::forget_agent_template(&self.app, &name).await;
+            templates::forget_agent_template(&self.app, &name).await;
         }
     }
 
@@ -350,11 +350,11 @@ impl Job {
             )
             .await?;
         let base_tpl = match &row.base_template_id {
-            Some(id) => templates::by_id(db, id).await?,
+            Some(id) => template_rows::by_id(db, id).await?,
             None => None,
         }
         .ok_or_else(|| Stop::Failed(format!("base template '{}' no longer exists", row.base)))?;
-        let archive = store::archive(db, &row.id).await?.unwrap_or_default();
+        let archive = builds::archive(db, &row.id).await?.unwrap_or_default();
         let plan = make_plan(&self.app, row, &base_tpl, &archive)?;
         let total = plan.steps.len();
 
@@ -445,7 +445,7 @@ impl Job {
             .filter(|s| s.makes_layer())
             .map(|s| s.cache_key.to_string())
             .collect();
-        let stored = cache::find(db, &self.row.team_id, &keys).await?;
+        let stored = build_cache::find(db, &self.row.team_id, &keys).await?;
         let mut candidates: Vec<(usize, Layer)> = plan
             .steps
             .iter()
@@ -462,7 +462,7 @@ impl Job {
         for (resume, layer) in candidates {
             match self.launch(base, &layer.agent_name, true).await {
                 Ok(c) => {
-                    cache::touch(db, &self.row.team_id, &layer).await?;
+                    build_cache::touch(db, &self.row.team_id, &layer).await?;
                     self.log
                         .system(
                             None,
@@ -473,7 +473,7 @@ impl Job {
                 }
                 Err(Stop::Failed(m)) => {
                     tracing::info!(build = %self.row.id, layer = %layer.agent_name, error = %m, "cached layer unusable; trying a shallower one");
-                    cache::forget(db, &layer).await?;
+                    build_cache::forget(db, &layer.agent_name, Some(&layer.host_id)).await?;
                 }
                 Err(other) => return Err(other),
             }
@@ -510,13 +510,13 @@ impl Job {
         let capsule = lifecycle::launch(&self.app, &row.team_id, launch).await?;
         *lock(&self.made.capsule) = Some(capsule.id.clone());
         self.made.check()?;
-        if capsule.status() != CapsuleStatus::Running {
+        if capsule.status != CapsuleStatus::Running {
             return Err(Stop::Failed(format!(
                 "the build capsule did not start (status {})",
                 capsule.status
             )));
         }
-        let host = hosts::conn(&self.app.db, capsule.host()?).await?;
+        let host = lifecycle::host(&self.app, capsule.host()?).await?;
         self.fence()
             .set_capsule(&self.app.db, Some(&capsule.id), Some(&host.id))
             .await?;
@@ -542,16 +542,10 @@ impl Job {
         let size = match lifecycle::snapshot_to(&self.app, row, &name, false, None).await {
             Ok(info) => i64::try_from(info.size_bytes).unwrap_or(i64::MAX),
             // Another build made the same layer first: same key, same files.
-            Err(ApiError::AlreadyExists(_)) => {
+            Err(LifecycleError::Agent(e)) if e.code == Code::AlreadyExists => {
                 lock(&self.made.layers).retain(|n| *n != name);
-                sqlx::query(
-                    "INSERT INTO host_templates (host_id, agent_name) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&capsule.host.id)
-                .bind(&name)
-                .execute(&self.app.db)
-                .await?;
+                let mut conn = self.app.db.acquire().await?;
+                hosts::record_template(&mut conn, &capsule.host.id, &name, None).await?;
                 0
             }
             Err(e) => return Err(Stop::Failed(format!("storing the layer: {e}"))),
@@ -561,7 +555,7 @@ impl Job {
             host_id: capsule.host.id.clone(),
             agent_name: name,
         };
-        cache::record(&self.app.db, &self.row.team_id, &layer, &self.row.id, size).await?;
+        build_cache::record(&self.app.db, &self.row.team_id, &layer, &self.row.id, size).await?;
         Ok(())
     }
 
@@ -621,7 +615,8 @@ impl Job {
     async fn finish(&self, capsule: &Capsule, base: &TemplateRow, plan: &Plan) -> Result<(), Stop> {
         let db = &self.app.db;
         let row = &self.row;
-        let previous = templates::claim_name(db, &row.team_id, &row.name, row.overwrite).await?;
+        let previous =
+            templates::claim_name(&self.app, &row.team_id, &row.name, row.overwrite).await?;
         let (agent_name, replace) = templates::agent_name_for(previous.as_ref(), &capsule.host.id);
         if !replace {
             *lock(&self.made.template) = Some(agent_name.clone());
@@ -660,7 +655,7 @@ impl Job {
                 "retries": h.retries,
             })
         });
-        let new = templates::TeamTemplate {
+        let new = TeamTemplate {
             team_id: row.team_id.clone(),
             name: row.name.clone(),
             agent_name,
@@ -699,7 +694,7 @@ impl Job {
         }
         self.destroy_capsules().await;
         if let Some(prev) = previous.filter(|p| p.agent_name != tpl.agent_name) {
-            snapshots::forget_agent_template(&self.app, &prev.agent_name).await;
+            templates::forget_agent_template(&self.app, &prev.agent_name).await;
         }
         if let Err(e) = cache::evict(&self.app, &row.team_id, self.app.cfg.build_cache_layers).await
         {
@@ -713,15 +708,7 @@ impl Job {
 
 /// The base template as a recipe sees it.
 pub fn base_of(tpl: &TemplateRow) -> Base {
-    let env = tpl
-        .default_env
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let env = tpl.env();
     Base {
         identity: serde_json::json!({
             "template": tpl.agent_name,

@@ -10,8 +10,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast};
 
 use super::notify::{Kind, Wake};
-use super::{runner, store};
+use super::runner;
 use crate::app::AppState;
+use crate::db::builds as store;
 
 /// How often idle workers look for expired leases.
 const POLL: Duration = Duration::from_secs(2);

@@ -1,12 +1,10 @@
 //! Template rows: platform templates every team sees, and team snapshots.
 
-use serde::Serialize;
 use serde_json::Value;
-use sqlx::{FromRow, PgPool};
-use utoipa::ToSchema;
-
-use super::capsules::ts;
-use crate::error::ApiError;
+use sqlx::{FromRow, PgConnection, PgPool};
+use warren_api_types::status::TemplateKind;
+use warren_api_types::templates::TemplateView;
+use warren_api_types::time::ts;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct TemplateRow {
@@ -15,7 +13,7 @@ pub struct TemplateRow {
     pub name: String,
     pub agent_name: String,
     #[sqlx(rename = "type")]
-    pub kind: String,
+    pub kind: TemplateKind,
     pub vcpus: Option<i32>,
     pub memory_mb: Option<i32>,
     pub size_bytes: i64,
@@ -29,27 +27,11 @@ pub struct TemplateRow {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Wrenn's `Template` schema.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TemplateView {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub vcpus: Option<i32>,
-    pub memory_mb: Option<i32>,
-    pub size_bytes: i64,
-    pub created_at: String,
-    pub platform: bool,
-    pub protected: bool,
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-}
-
 impl TemplateRow {
     pub fn view(&self) -> TemplateView {
         TemplateView {
             name: self.name.clone(),
-            kind: self.kind.clone(),
+            kind: self.kind,
             vcpus: self.vcpus,
             memory_mb: self.memory_mb,
             size_bytes: self.size_bytes,
@@ -62,7 +44,7 @@ impl TemplateRow {
 
     /// Snapshots exist only on the host they were taken on.
     pub fn pinned(&self) -> bool {
-        self.kind == "snapshot"
+        self.kind == TemplateKind::Snapshot
     }
 
     /// The command prefix that runs a shell string in this template
@@ -70,11 +52,21 @@ impl TemplateRow {
     pub fn shell_argv(&self) -> Vec<String> {
         self.shell.split_whitespace().map(String::from).collect()
     }
+
+    /// The template's default environment, as strings.
+    pub fn env<C: FromIterator<(String, String)>>(&self) -> C {
+        self.default_env
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+            .collect()
+    }
 }
 
 /// The template `name` as `team_id` sees it: its own first, then the
 /// platform's.
-pub async fn resolve(db: &PgPool, team_id: &str, name: &str) -> Result<TemplateRow, ApiError> {
+pub async fn resolve(db: &PgPool, team_id: &str, name: &str) -> sqlx::Result<Option<TemplateRow>> {
     sqlx::query_as::<_, TemplateRow>(
         "SELECT * FROM templates WHERE name = $1 AND (team_id = $2 OR team_id IS NULL)
           ORDER BY team_id NULLS LAST LIMIT 1",
@@ -82,8 +74,19 @@ pub async fn resolve(db: &PgPool, team_id: &str, name: &str) -> Result<TemplateR
     .bind(name)
     .bind(team_id)
     .fetch_optional(db)
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("template '{name}' not found")))
+    .await
+}
+
+/// Every template named `name` that `team_id` sees (its own and the
+/// platform's).
+pub async fn named(db: &PgPool, team_id: &str, name: &str) -> sqlx::Result<Vec<TemplateRow>> {
+    sqlx::query_as::<_, TemplateRow>(
+        "SELECT * FROM templates WHERE name = $1 AND (team_id = $2 OR team_id IS NULL)",
+    )
+    .bind(name)
+    .bind(team_id)
+    .fetch_all(db)
+    .await
 }
 
 pub async fn by_id(db: &PgPool, id: &str) -> sqlx::Result<Option<TemplateRow>> {
@@ -91,6 +94,39 @@ pub async fn by_id(db: &PgPool, id: &str) -> sqlx::Result<Option<TemplateRow>> {
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// The templates `team_id` can use (every template with `None`), platform
+/// ones first, optionally of one kind.
+pub async fn list(
+    db: &PgPool,
+    team_id: Option<&str>,
+    kind: Option<TemplateKind>,
+) -> sqlx::Result<Vec<TemplateRow>> {
+    sqlx::query_as::<_, TemplateRow>(
+        "SELECT * FROM templates WHERE ($1::TEXT IS NULL OR team_id = $1 OR team_id IS NULL)
+            AND ($2::TEXT IS NULL OR type = $2) ORDER BY team_id NULLS FIRST, name",
+    )
+    .bind(team_id)
+    .bind(kind)
+    .fetch_all(db)
+    .await
+}
+
+/// The platform template `name`.
+pub async fn platform(db: &PgPool, name: &str) -> sqlx::Result<Option<TemplateRow>> {
+    sqlx::query_as::<_, TemplateRow>("SELECT * FROM templates WHERE team_id IS NULL AND name = $1")
+        .bind(name)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn delete(db: &PgPool, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM templates WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Defaults for templates the agents build in (the busybox `tiny` has no
@@ -101,6 +137,11 @@ pub fn builtin_shell(agent_name: &str) -> &'static str {
         _ => "/bin/bash -l -c",
     }
 }
+
+/// Agent names of team templates and build layers start with this; agents
+/// report them like any template, and they are never taken for platform
+/// templates.
+pub const SNAPSHOT_PREFIX: &str = "snap-";
 
 /// Makes a platform template of every base template an agent reports that
 /// is not known yet (agents create built-ins such as `tiny` on demand).
@@ -122,51 +163,43 @@ pub async fn register_reported(db: &PgPool, agent_name: &str, size: i64) -> sqlx
     Ok(())
 }
 
-/// Checks that `team_id` may give a template `name`: platform names are
-/// never free; a team template of that name is returned to be replaced
-/// when `overwrite`, else it is a conflict.
-pub async fn claim_name(
-    db: &PgPool,
-    team_id: &str,
-    name: &str,
-    overwrite: bool,
-) -> Result<Option<TemplateRow>, ApiError> {
-    let existing = sqlx::query_as::<_, TemplateRow>(
-        "SELECT * FROM templates WHERE name = $1 AND (team_id = $2 OR team_id IS NULL)",
+/// A platform base template as an administrator registers it.
+#[derive(Debug, Clone)]
+pub struct PlatformTemplate<'a> {
+    pub name: &'a str,
+    pub agent_name: &'a str,
+    pub vcpus: Option<i32>,
+    pub memory_mb: Option<i32>,
+    pub default_user: Option<&'a str>,
+    pub default_workdir: Option<&'a str>,
+    pub default_env: Value,
+    pub shell: Option<&'a str>,
+}
+
+/// Registers `t`, or updates the one stored under its agent name. A name
+/// clash is a unique violation.
+pub async fn put_platform(db: &PgPool, t: &PlatformTemplate<'_>) -> sqlx::Result<TemplateRow> {
+    sqlx::query_as::<_, TemplateRow>(
+        "INSERT INTO templates (id, team_id, name, agent_name, type, vcpus, memory_mb, default_user,
+                                default_workdir, default_env, shell, protected)
+         VALUES ($1, NULL, $2, $3, 'base', $4, $5, COALESCE($6, 'user'), $7, $8, COALESCE($9, '/bin/bash -l -c'), TRUE)
+         ON CONFLICT (agent_name) DO UPDATE SET vcpus = EXCLUDED.vcpus, memory_mb = EXCLUDED.memory_mb,
+             default_user = EXCLUDED.default_user, default_workdir = EXCLUDED.default_workdir,
+             default_env = EXCLUDED.default_env, shell = EXCLUDED.shell
+         RETURNING *",
     )
-    .bind(name)
-    .bind(team_id)
-    .fetch_all(db)
-    .await?;
-    if existing.iter().any(|t| t.team_id.is_none()) {
-        return Err(ApiError::Conflict(format!(
-            "'{name}' is a platform template name"
-        )));
-    }
-    let previous = existing.into_iter().next();
-    if previous.is_some() && !overwrite {
-        return Err(ApiError::Conflict(format!(
-            "a template named '{name}' already exists (use overwrite=true)"
-        )));
-    }
-    Ok(previous)
+    .bind(crate::ids::new_id("tpl-"))
+    .bind(t.name)
+    .bind(t.agent_name)
+    .bind(t.vcpus)
+    .bind(t.memory_mb)
+    .bind(t.default_user)
+    .bind(t.default_workdir)
+    .bind(&t.default_env)
+    .bind(t.shell)
+    .fetch_one(db)
+    .await
 }
-
-/// The agent name a new version of a team template is stored under on
-/// `host_id`, and whether that replaces one there: the previous version's
-/// name when it lives on the same host (the agent swaps it atomically and
-/// capsules running on it keep theirs), else a fresh one.
-pub fn agent_name_for(previous: Option<&TemplateRow>, host_id: &str) -> (String, bool) {
-    match previous {
-        Some(p) if p.host_id.as_deref() == Some(host_id) => (p.agent_name.clone(), true),
-        _ => (crate::ids::new_id(SNAPSHOT_PREFIX), false),
-    }
-}
-
-/// Agent names of team templates and build layers start with this; agents
-/// report them like any template, and they are never taken for platform
-/// templates.
-pub const SNAPSHOT_PREFIX: &str = "snap-";
 
 /// A team template as a snapshot or a build makes it.
 #[derive(Debug, Clone)]
@@ -187,12 +220,12 @@ pub struct TeamTemplate {
 
 /// Writes `t`: a new row, or `previous` replaced in place (same id, so
 /// capsules made from it still point at it). A name taken meanwhile is a
-/// conflict.
+/// unique violation.
 pub async fn put_team_template(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     t: &TeamTemplate,
     previous: Option<&TemplateRow>,
-) -> Result<TemplateRow, ApiError> {
+) -> sqlx::Result<TemplateRow> {
     sqlx::query_as::<_, TemplateRow>(
         "INSERT INTO templates (id, team_id, name, agent_name, type, vcpus, memory_mb, size_bytes,
                                 host_id, default_user, default_workdir, default_env, shell, metadata)
@@ -220,10 +253,4 @@ pub async fn put_team_template(
     .bind(&t.metadata)
     .fetch_one(&mut *conn)
     .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            ApiError::Conflict(format!("a template named '{}' already exists", t.name))
-        }
-        _ => e.into(),
-    })
 }

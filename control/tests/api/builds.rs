@@ -136,7 +136,7 @@ async fn build(k: &Client, name: &str, color: &str, overwrite: bool) -> (Value, 
 
 #[tokio::test]
 async fn recipe_with_every_instruction_builds_on_tiny_and_caches_with_real_agent() {
-    require_real_agent!("recipe_with_every_instruction_builds_on_tiny_and_caches_with_real_agent");
+    require_real_agent!();
     let (c, agent, _admin, key) = warren_with_real_agent(1).await;
     let k = c.client().with(&key);
 
@@ -306,7 +306,7 @@ async fn recipe_with_every_instruction_builds_on_tiny_and_caches_with_real_agent
 
 #[tokio::test]
 async fn a_failed_build_leaves_no_template_with_real_agent() {
-    require_real_agent!("a_failed_build_leaves_no_template_with_real_agent");
+    require_real_agent!();
     let (c, agent, _admin, key) = warren_with_real_agent(1).await;
     let k = c.client().with(&key);
     let before = agent.templates().await;
@@ -363,7 +363,7 @@ async fn a_failed_build_leaves_no_template_with_real_agent() {
 
 #[tokio::test]
 async fn cancel_mid_build_leaves_nothing_behind_with_real_agent() {
-    require_real_agent!("cancel_mid_build_leaves_nothing_behind_with_real_agent");
+    require_real_agent!();
     let (c, agent, _admin, key) = warren_with_real_agent(1).await;
     let k = c.client().with(&key);
     let before = agent.templates().await;
@@ -442,7 +442,7 @@ async fn cancel_mid_build_leaves_nothing_behind_with_real_agent() {
 
 #[tokio::test]
 async fn snapshot_of_a_capsule_becomes_a_template_with_real_agent() {
-    require_real_agent!("snapshot_of_a_capsule_becomes_a_template_with_real_agent");
+    require_real_agent!();
     let (c, agent, _admin, key) = warren_with_real_agent(0).await;
     let k = c.client().with(&key);
     let src = capsule(&k, "tiny").await;
@@ -521,7 +521,7 @@ async fn snapshot_of_a_capsule_becomes_a_template_with_real_agent() {
 
 #[tokio::test]
 async fn two_replicas_never_run_the_same_build_with_real_agent() {
-    require_real_agent!("two_replicas_never_run_the_same_build_with_real_agent");
+    require_real_agent!();
     let (a, _agent, _admin, key) = warren_with_real_agent(2).await;
     let mut cfg = config(&a.app.cfg.database_url);
     cfg.build_workers = 2;
@@ -574,13 +574,9 @@ impl Drop for ControlProcess {
 
 #[tokio::test]
 async fn a_build_whose_worker_dies_is_taken_over_with_real_agent() {
-    require_real_agent!("a_build_whose_worker_dies_is_taken_over_with_real_agent");
-    let Some(control_bin) = binary("warren-control") else {
-        eprintln!(
-            "SKIP a_build_whose_worker_dies_is_taken_over_with_real_agent: warren-control is not built"
-        );
-        return;
-    };
+    require_real_agent!();
+    let control_bin = binary("warren-control");
+    let control_dir = tempfile::tempdir().unwrap();
     // This replica serves the API; its workers are off.
     let (c, agent, _admin, key) = warren_with_real_agent(0).await;
     let k = c.client().with(&key);
@@ -591,6 +587,7 @@ async fn a_build_whose_worker_dies_is_taken_over_with_real_agent() {
         .unwrap()
         .port();
     let child = std::process::Command::new(&control_bin)
+        .env("WARREN_DIR", control_dir.path())
         .env("DATABASE_URL", &c.app.cfg.database_url)
         .env("WARREN_LISTEN", format!("127.0.0.1:{port}"))
         .env("WARREN_BUILD_LEASE", "4")
@@ -656,7 +653,7 @@ async fn a_build_whose_worker_dies_is_taken_over_with_real_agent() {
 /// debootstrap from this host's apt mirror first (about a minute).
 #[tokio::test]
 async fn a_recipe_builds_on_minimal_with_real_agent() {
-    require_real_agent!("a_recipe_builds_on_minimal_with_real_agent");
+    require_real_agent!();
     if std::env::var("WARREN_TEST_MINIMAL").as_deref() != Ok("1") {
         eprintln!(
             "SKIP a_recipe_builds_on_minimal_with_real_agent: set WARREN_TEST_MINIMAL=1 to build `minimal` (debootstrap from this host's apt mirror)"
@@ -668,7 +665,7 @@ async fn a_recipe_builds_on_minimal_with_real_agent() {
     // The agent's own command builds it; the next sync offers it.
     let dir = agent.dir.path().to_owned();
     let built = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(binary("warren-agent").expect("warren-agent"))
+        std::process::Command::new(binary("warren-agent"))
             .args(["template", "--data-dir"])
             .arg(&dir)
             .args(["build", "minimal"])
@@ -686,7 +683,7 @@ async fn a_recipe_builds_on_minimal_with_real_agent() {
         .fetch_one(&c.app.db)
         .await
         .unwrap();
-    crate::lifecycle::sync(&c, &host).await;
+    sync(&c, &host).await;
 
     let recipe = r#"ENV GREETING=hi
 USER app

@@ -11,8 +11,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use warren_control::app::AppState;
-use warren_control::cli::pg::PgCluster;
 use warren_control::config::ControlConfig;
+use warren_control::db::cluster::PgCluster;
+use warren_control::{Server, ServerBuilder};
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 
@@ -73,21 +74,21 @@ pub struct Control {
 
 impl Control {
     pub async fn start(cfg: ControlConfig) -> Control {
-        let app = warren_control::server::state(cfg)
-            .await
-            .expect("control state");
+        Self::serve(Server::builder(cfg)).await
+    }
+
+    /// A replica built by `builder` (with extensions).
+    pub async fn serve(builder: ServerBuilder) -> Control {
+        let server = builder.build().await.expect("control state");
+        let app = server.app().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(warren_control::server::serve(
-            app.clone(),
-            listener,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let task = tokio::spawn(server.serve(listener, async move {
+            let _ = rx.await;
+        }));
         Control {
             base: format!("http://{addr}"),
             app,
@@ -264,6 +265,17 @@ pub async fn count(app: &AppState, sql: &str) -> i64 {
         .fetch_one(&app.db)
         .await
         .expect("count")
+}
+
+/// Pulls host `host`'s state from its agent once.
+pub async fn sync(c: &Control, host: &str) {
+    let conn = warren_control::db::hosts::conn(&c.app.db, host)
+        .await
+        .expect("host")
+        .expect("the host exists");
+    warren_control::reconciler::sync_host(&c.app, &conn)
+        .await
+        .expect("sync");
 }
 
 /// Polls `f` until it returns `Some`, for up to `secs`.

@@ -213,7 +213,7 @@ async fn byoc_hosts_belong_to_their_team() {
 /// back as the same host from its saved credentials.
 #[tokio::test]
 async fn an_agent_registers_itself_and_heartbeats_with_real_agent() {
-    require_real_agent!("an_agent_registers_itself_and_heartbeats_with_real_agent");
+    require_real_agent!();
     let c = Control::on(&fresh_db().await).await;
     let http = c.client();
     let admin = signup(&http, "ops@example.com").await;
@@ -250,7 +250,7 @@ async fn an_agent_registers_itself_and_heartbeats_with_real_agent() {
     })
     .await;
     // The control plane reaches the agent at the address it registered.
-    crate::lifecycle::sync(&c, &id).await;
+    sync(&c, &id).await;
     let h = host(a.clone(), id.clone()).await;
     assert!(h["memory_mb"].as_i64().unwrap_or(0) > 0, "{h}");
     let saved = std::fs::read_to_string(agent.dir.path().join("agent/host.json")).unwrap();

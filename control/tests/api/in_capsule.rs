@@ -1,10 +1,6 @@
 //! The in-capsule routes (exec, processes, streams, PTY, files) end to end
-//! against a real envd: the stand-in agent answers the lifecycle calls and
-//! reports a local envd (run by the test, on loopback, as root) as the
-//! capsule's data plane, so the REST API talks to envd exactly as it does
-//! through the agent's relay (which envd ignores the relay headers of).
+//! against a real envd, run locally ([`crate::local_envd`]).
 
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -14,57 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::common::*;
-use crate::lifecycle::add_host;
-use crate::stub_agent::StubAgent;
-
-struct Envd(Child);
-
-impl Drop for Envd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn envd_binary() -> Option<std::path::PathBuf> {
-    if let Ok(p) = std::env::var("ENVD_BIN") {
-        return Some(p.into());
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    Some(target.join("debug/envd")).filter(|p| p.exists())
-}
-
-async fn start_envd(bin: &std::path::Path) -> (Envd, String) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
-    let child = Command::new(bin)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--default-user",
-            "root",
-        ])
-        .spawn()
-        .expect("start envd");
-    let addr = format!("127.0.0.1:{port}");
-    let envd = Envd(child);
-    let http = reqwest::Client::new();
-    eventually(20, || async {
-        http.get(format!("http://{addr}/health"))
-            .send()
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    (envd, addr)
-}
+use crate::local_envd::*;
 
 async fn ws_connect(
     url: &str,
@@ -86,46 +32,9 @@ fn text(m: Message) -> Option<Value> {
     }
 }
 
-/// Control + stand-in agent + local envd, one running capsule of an
-/// administrator's team: (control, agent, envd, API key, capsule id).
-async fn capsule_on_local_envd(
-    bin: &std::path::Path,
-    max_upload: u64,
-) -> (Control, StubAgent, Envd, String, String) {
-    let (envd, envd_addr) = start_envd(bin).await;
-    let mut cfg = config(&fresh_db().await);
-    cfg.max_upload_bytes = max_upload;
-    let c = Control::start(cfg).await;
-    let agent = StubAgent::start().await;
-    agent.state.lock().expect("lock").proxy_address = envd_addr;
-    let http = c.client();
-    let admin = signup(&http, "envd@example.com").await;
-    make_admin(&c.app, &admin).await;
-    let key = api_key(&http, &admin).await;
-    add_host(&c, &admin.token, &agent).await;
-    // The local "capsule" is this machine: run as root.
-    sqlx::query("UPDATE templates SET default_user = 'root' WHERE name = 'tiny'")
-        .execute(&c.app.db)
-        .await
-        .expect("template user");
-    let (st, cap) = http
-        .with(&key)
-        .post("/v1/capsules", json!({ "template": "tiny" }))
-        .await;
-    assert_eq!(st, 202, "{cap}");
-    let id = cap["id"].as_str().expect("id").to_string();
-    (c, agent, envd, key, id)
-}
-
 #[tokio::test]
 async fn in_capsule_routes_with_stub_agent_and_local_envd() {
-    let Some(bin) = envd_binary() else {
-        eprintln!(
-            "SKIP in_capsule_routes_with_stub_agent_and_local_envd: no envd binary (cargo build -p envd, or set ENVD_BIN)"
-        );
-        return;
-    };
-    let (c, _agent, _envd, key, id) = capsule_on_local_envd(&bin, 1 << 20).await;
+    let (c, _agent, _envd, key, id) = capsule_on_local_envd(1 << 20).await;
     let k = c.client().with(&key);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().expect("utf-8").to_string();
@@ -460,92 +369,5 @@ async fn in_capsule_routes_with_stub_agent_and_local_envd() {
     s.send(Message::Text(json!({ "type": "kill" }).to_string().into()))
         .await
         .expect("send");
-    c.stop().await;
-}
-
-/// Runs the `warren` CLI against the control plane.
-async fn warren(c: &Control, key: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(args)
-        .env("WARREN_URL", &c.base)
-        .env("WARREN_API_KEY", key)
-        .env("WARREN_DIR", "/nonexistent")
-        .output()
-        .await
-        .expect("run warren");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[tokio::test]
-async fn warren_cli_with_stub_agent_and_local_envd() {
-    let Some(bin) = envd_binary() else {
-        eprintln!("SKIP warren_cli_with_stub_agent_and_local_envd: no envd binary");
-        return;
-    };
-    let (c, _agent, _envd, key, id) = capsule_on_local_envd(&bin, 100 << 20).await;
-    let (code, out, err) = warren(&c, &key, &["capsule", "ls"]).await;
-    assert!(
-        code == 0 && out.contains(&id) && out.contains("running"),
-        "{out}{err}"
-    );
-    let (code, out, _) = warren(&c, &key, &["template", "ls"]).await;
-    assert!(code == 0 && out.contains("tiny"), "{out}");
-    let (code, out, err) = warren(
-        &c,
-        &key,
-        &[
-            "capsule",
-            "exec",
-            &id,
-            "--",
-            "sh",
-            "-c",
-            "echo out; echo err >&2; exit 7",
-        ],
-    )
-    .await;
-    assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("src.bin");
-    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
-    std::fs::write(&src, &data).expect("write");
-    let remote = format!("{id}:{}/in-capsule.bin", dir.path().display());
-    let back = dir.path().join("back.bin");
-    let (code, _, err) = warren(
-        &c,
-        &key,
-        &["capsule", "cp", src.to_str().expect("path"), &remote],
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = warren(
-        &c,
-        &key,
-        &["capsule", "cp", &remote, back.to_str().expect("path")],
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(std::fs::read(&back).expect("read"), data);
-
-    for (cmd, status) in [("pause", "paused"), ("resume", "running")] {
-        let (code, _, err) = warren(&c, &key, &["capsule", cmd, &id]).await;
-        assert!(code == 0 && err.contains(status), "{cmd}: {err}");
-    }
-    let (code, out, err) = warren(&c, &key, &["capsule", "create", "--template", "tiny"]).await;
-    assert!(code == 0 && out.trim().starts_with("sb-"), "{out}{err}");
-    let (code, _, err) = warren(&c, &key, &["capsule", "rm", out.trim()]).await;
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = warren(
-        &c,
-        &key,
-        &["capsule", "exec", "sb-00000000deadbeef", "--", "true"],
-    )
-    .await;
-    assert!(code == 1 && err.contains("not_found"), "{err}");
     c.stop().await;
 }

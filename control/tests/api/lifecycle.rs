@@ -6,33 +6,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use warren_control::db::hosts;
 use warren_control::{monitor, reconciler};
 
 use crate::common::*;
-use crate::stub_agent::{StubAgent, TOKEN};
-
-/// Registers `agent` as a regular host and pulls its state once.
-pub async fn add_host(c: &Control, admin_token: &str, agent: &StubAgent) -> (String, String) {
-    let http = c.client().with(admin_token);
-    let (_, created) = http.post("/v1/hosts", json!({ "type": "regular" })).await;
-    let (st, reg) = c
-        .client()
-        .post(
-            "/v1/hosts/register",
-            json!({ "token": created["registration_token"], "address": agent.addr.to_string(), "agent_token": TOKEN }),
-        )
-        .await;
-    assert_eq!(st, 201, "{reg}");
-    let id = reg["host"]["id"].as_str().expect("host id").to_string();
-    sync(c, &id).await;
-    (id, reg["token"].as_str().expect("host token").to_string())
-}
-
-pub async fn sync(c: &Control, host: &str) {
-    let conn = hosts::conn(&c.app.db, host).await.expect("host");
-    reconciler::sync_host(&c.app, &conn).await.expect("sync");
-}
+use crate::stub_agent::{StubAgent, add_host};
 
 async fn admin_and_key(c: &Control) -> (User, String) {
     let http = c.client();

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests: failing loudly is the point
 
 mod common;
+mod local_envd;
 mod real_agent;
 mod stub_agent;
 
@@ -11,6 +12,8 @@ mod auth;
 mod bad_input;
 mod build_input;
 mod builds;
+mod daemon;
+mod extension;
 mod hosts;
 mod in_capsule;
 mod isolation;

@@ -17,45 +17,26 @@ use warren_proto::agent::v1 as pb;
 use warren_proto::connect::Client as RpcClient;
 
 use crate::common::*;
-use crate::lifecycle::sync;
 
 pub const TOKEN: &str = "real-agent-test-token-0123456789";
 
-fn target_dir() -> PathBuf {
-    std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("debug")
+/// The workspace binary `name` built beside this test (see
+/// `warren_testkit::built_bin`).
+pub fn binary(name: &str) -> PathBuf {
+    warren_testkit::built_bin(name, None)
 }
 
-/// The binary `name` beside this test's, if built.
-pub fn binary(name: &str) -> Option<PathBuf> {
-    Some(target_dir().join(name)).filter(|p| p.exists())
+/// Whether the real agent can run here: a non-root user skips, with the
+/// reason; as root (CI) a missing tool or binary fails the test.
+pub fn available() -> bool {
+    warren_testkit::need_root_and_tools("namespaces, cgroups, nftables", &[("nft", "nftables")])
 }
 
-/// Why the real agent cannot run here, if it cannot.
-pub fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (namespaces, cgroups, nftables)".into());
-    }
-    for b in ["warren-agent", "envd"] {
-        if binary(b).is_none() {
-            return Some(format!(
-                "{b} is not built in {} (cargo build -p warren-agent -p envd)",
-                target_dir().display()
-            ));
-        }
-    }
-    None
-}
-
-/// Skips the test (returns) with a message when the real agent cannot run.
+/// Returns from the test when the real agent cannot run here.
 #[macro_export]
 macro_rules! require_real_agent {
-    ($name:expr) => {
-        if let Some(why) = $crate::real_agent::unavailable() {
-            eprintln!("SKIP {}: {why}", $name);
+    () => {
+        if !$crate::real_agent::available() {
             return;
         }
     };
@@ -169,7 +150,7 @@ impl RealAgent {
             .append(true)
             .open(self.dir.path().join("agent.stderr"))
             .expect("agent log");
-        let child = Command::new(binary("warren-agent").expect("warren-agent"))
+        let child = Command::new(binary("warren-agent"))
             .args(&self.args)
             .args(&self.run_args)
             .env("LOG_LEVEL", "info")
@@ -277,7 +258,8 @@ impl Drop for RealAgent {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(bin) = binary("warren-agent") {
+        {
+            let bin = binary("warren-agent");
             let mut purge = vec!["purge".to_string()];
             purge.extend(self.args.iter().cloned());
             let _ = Command::new(bin)

@@ -5,8 +5,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::common::*;
-use crate::lifecycle::add_host;
-use crate::stub_agent::StubAgent;
+use crate::stub_agent::{StubAgent, add_host};
 
 #[tokio::test]
 async fn two_replicas_share_everything_with_stub_agent() {

@@ -6,8 +6,7 @@
 use serde_json::json;
 
 use crate::common::*;
-use crate::lifecycle::add_host;
-use crate::stub_agent::StubAgent;
+use crate::stub_agent::{StubAgent, add_host};
 
 #[tokio::test]
 async fn wrenn_sdk_lifecycle_with_stub_agent() {

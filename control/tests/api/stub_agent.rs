@@ -15,7 +15,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prost::Message;
+use serde_json::json;
 use warren_proto::agent::v1 as pb;
+
+use crate::common::{Control, sync};
 
 pub const TOKEN: &str = "stub-agent-token-0123456789";
 
@@ -200,4 +203,22 @@ impl StubAgent {
     pub fn kill(&self) {
         self.task.abort();
     }
+}
+
+/// Registers `agent` as a regular host and pulls its state once; the host
+/// id and its heartbeat token.
+pub async fn add_host(c: &Control, admin_token: &str, agent: &StubAgent) -> (String, String) {
+    let http = c.client().with(admin_token);
+    let (_, created) = http.post("/v1/hosts", json!({ "type": "regular" })).await;
+    let (st, reg) = c
+        .client()
+        .post(
+            "/v1/hosts/register",
+            json!({ "token": created["registration_token"], "address": agent.addr.to_string(), "agent_token": TOKEN }),
+        )
+        .await;
+    assert_eq!(st, 201, "{reg}");
+    let id = reg["host"]["id"].as_str().expect("host id").to_string();
+    sync(c, &id).await;
+    (id, reg["token"].as_str().expect("host token").to_string())
 }
