@@ -235,6 +235,19 @@ pub async fn switch_team(
     Ok(Json(session(&app, &user_id, &req.team_id, email, name)))
 }
 
+/// A fresh session (a new expiry) for the caller's valid one; the console
+/// renews its session this way before it expires.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
+    responses((status = 200, body = AuthResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn refresh(State(app): State<AppState>, p: Principal) -> ApiResult<Json<AuthResponse>> {
+    let Actor::User { id, name, email } = &p.actor else {
+        return Err(ApiError::Forbidden(
+            "only a user session can be refreshed".into(),
+        ));
+    };
+    Ok(Json(session(&app, id, &p.team_id, email, name)))
+}
+
 /// The caller's profile.
 #[utoipa::path(get, path = "/v1/me", tag = "account",
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]

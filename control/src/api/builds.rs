@@ -183,7 +183,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<BuildView>> {
     let row = store::get(&app.db, &p.team_id, &id).await?;
-    Ok(Json(view(&app, &row).await?))
+    let mut view = view(&app, &row).await?;
+    view.recipe = Some(row.recipe);
+    Ok(Json(view))
 }
 
 /// Ask a build to stop: a queued one is cancelled at once; a running one

@@ -32,6 +32,13 @@ pub struct PathRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct RenameRequest {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ListRequest {
     pub path: String,
     /// 1 (default): the directory's entries; more descends further.
@@ -272,6 +279,30 @@ pub async fn mkdir(
             .ok_or_else(|| ApiError::Agent("envd returned no entry".into()))?,
     };
     Ok(Json(MakeDirResponse { entry: entry(info) }))
+}
+
+/// Rename or move a file or directory (the destination must not exist).
+#[utoipa::path(post, path = "/v1/capsules/{id}/files/rename", tag = "files", params(("id" = String, Path)),
+    request_body = RenameRequest, responses((status = 200, body = MakeDirResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn rename(
+    State(app): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> ApiResult<Json<MakeDirResponse>> {
+    check_path(&req.from)?;
+    check_path(&req.to)?;
+    let s = CapsuleSession::open(&app, &p.team_id, &id).await?;
+    let moved = s
+        .envd
+        .rename(&req.from, &req.to)
+        .await
+        .map_err(rpc_to_api)?
+        .ok_or_else(|| ApiError::Agent("envd returned no entry".into()))?;
+    Ok(Json(MakeDirResponse {
+        entry: entry(moved),
+    }))
 }
 
 /// Remove a file or a directory tree.

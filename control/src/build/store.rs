@@ -105,6 +105,9 @@ pub struct BuildView {
     pub id: String,
     pub name: String,
     pub base: String,
+    /// The recipe it ran (a rebuild starts from it); only on a single build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
     pub status: BuildStatus,
     pub cancel_requested: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,6 +136,7 @@ impl BuildView {
             id: row.id.clone(),
             name: row.name.clone(),
             base: row.base.clone(),
+            recipe: None,
             status: row.status(),
             cancel_requested: row.cancel_requested,
             error: row.error.clone(),
