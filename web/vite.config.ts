@@ -30,5 +30,7 @@ export default defineConfig({
   test: {
     environment: 'jsdom',
     include: ['tests/**/*.test.ts'],
+    // CI shares two cores with cargo builds.
+    testTimeout: 30_000,
   },
 });

@@ -11,8 +11,7 @@ export interface Route {
 
 export const routes: Route[] = [
   { path: '/capsules', title: 'Capsules', load: () => import('./pages/Capsules.svelte') },
-  { path: '/capsules/:id', title: 'Capsule', load: () => import('./pages/CapsuleDetail.svelte') },
-  { path: '/capsules/:id/:tab', title: 'Capsule', load: () => import('./pages/CapsuleDetail.svelte') },
+  { path: '/capsules/:id/:tab?', title: 'Capsule', load: () => import('./pages/CapsuleDetail.svelte') },
   { path: '/admin/templates', title: 'Templates', load: () => import('./pages/admin/Templates.svelte') },
   { path: '/admin/builds', title: 'Builds', load: () => import('./pages/admin/Builds.svelte') },
   { path: '/admin/builds/new', title: 'New build', load: () => import('./pages/admin/BuildNew.svelte') },

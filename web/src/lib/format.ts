@@ -9,7 +9,8 @@ export function bytes(n: number): string {
     n /= 1024;
     i++;
   }
-  return `${i === 0 ? n : n.toFixed(n < 10 ? 1 : 0)} ${UNITS[i]}`;
+  const shown = i === 0 ? String(n) : n < 10 ? n.toFixed(1).replace(/\.0$/, '') : n.toFixed(0);
+  return `${shown} ${UNITS[i]}`;
 }
 
 export function mib(n: number): string {

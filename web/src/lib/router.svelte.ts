@@ -37,14 +37,24 @@ export function isServerPath(path: string): boolean {
   return /^\/(v\d+|docs|openapi\.json|health)(\/|$)/.test(path);
 }
 
-/** Matches `/capsules/:id/files` against a path; the parameters or null. */
+/**
+ * Matches a pattern such as `/capsules/:id/:tab?` (a trailing `?` makes a
+ * parameter optional) against a path; the parameters, or null.
+ */
 export function match(pattern: string, path: string): Record<string, string> | null {
   const want = pattern.split('/').filter(Boolean);
   const got = path.split('/').filter(Boolean);
-  if (want.length !== got.length) return null;
+  const required = want.filter((w) => !w.endsWith('?')).length;
+  if (got.length < required || got.length > want.length) return null;
   const params: Record<string, string> = {};
-  for (let i = 0; i < want.length; i++) {
-    if (want[i].startsWith(':')) params[want[i].slice(1)] = decodeURIComponent(got[i]);
+  for (let i = 0; i < got.length; i++) {
+    let value: string;
+    try {
+      value = decodeURIComponent(got[i]);
+    } catch {
+      return null;
+    }
+    if (want[i].startsWith(':')) params[want[i].replace(/^:|\?$/g, '')] = value;
     else if (want[i] !== got[i]) return null;
   }
   return params;
