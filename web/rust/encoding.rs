@@ -64,18 +64,30 @@ mod tests {
 
     fn choose(accept: &str, twins: &[&str]) -> Encoding {
         let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(accept).unwrap());
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(accept).unwrap(),
+        );
         Encoding::choose(&h, |s| twins.contains(&s))
     }
 
     #[test]
     fn negotiation() {
-        assert_eq!(choose("gzip, deflate, br", &[".br", ".gz"]), Encoding::Brotli);
+        assert_eq!(
+            choose("gzip, deflate, br", &[".br", ".gz"]),
+            Encoding::Brotli
+        );
         assert_eq!(choose("gzip, deflate, br", &[".gz"]), Encoding::Gzip);
         assert_eq!(choose("gzip", &[".br", ".gz"]), Encoding::Gzip);
-        assert_eq!(choose("br;q=0, gzip;q=0.5", &[".br", ".gz"]), Encoding::Gzip);
+        assert_eq!(
+            choose("br;q=0, gzip;q=0.5", &[".br", ".gz"]),
+            Encoding::Gzip
+        );
         assert_eq!(choose("identity", &[".br", ".gz"]), Encoding::Identity);
         assert_eq!(choose("GZIP", &[".gz"]), Encoding::Gzip);
-        assert_eq!(Encoding::choose(&HeaderMap::new(), |_| true), Encoding::Identity);
+        assert_eq!(
+            Encoding::choose(&HeaderMap::new(), |_| true),
+            Encoding::Identity
+        );
     }
 }

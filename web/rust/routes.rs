@@ -17,10 +17,13 @@ pub enum Target {
 /// `/templates`, `/v2`, `/v3`, capsule ports under `/proxy`): a miss there
 /// is the API's 404, never the console.
 fn is_api(first: &str) -> bool {
-    let versioned = first.len() > 1
-        && first.starts_with('v')
-        && first[1..].bytes().all(|b| b.is_ascii_digit());
-    versioned || matches!(first, "sandboxes" | "templates" | "proxy" | "health" | "openapi.json")
+    let versioned =
+        first.len() > 1 && first.starts_with('v') && first[1..].bytes().all(|b| b.is_ascii_digit());
+    versioned
+        || matches!(
+            first,
+            "sandboxes" | "templates" | "proxy" | "health" | "openapi.json"
+        )
 }
 
 pub fn classify(path: &str, exists: impl Fn(&str) -> bool) -> Target {
@@ -59,7 +62,13 @@ mod tests {
     use super::*;
 
     fn built(p: &str) -> bool {
-        ["index.html", "docs/index.html", "assets/app-1a2b.js", "assets/app-1a2b.js.br"].contains(&p)
+        [
+            "index.html",
+            "docs/index.html",
+            "assets/app-1a2b.js",
+            "assets/app-1a2b.js.br",
+        ]
+        .contains(&p)
     }
 
     #[test]
@@ -68,8 +77,17 @@ mod tests {
         assert_eq!(classify("/", built), file("index.html"));
         assert_eq!(classify("/docs", built), file("docs/index.html"));
         assert_eq!(classify("/docs/", built), file("docs/index.html"));
-        assert_eq!(classify("/assets/app-1a2b.js", built), file("assets/app-1a2b.js"));
-        for page in ["/capsules", "/capsules/cap-1/terminal", "/admin/builds/b-1", "/login", "/keys"] {
+        assert_eq!(
+            classify("/assets/app-1a2b.js", built),
+            file("assets/app-1a2b.js")
+        );
+        for page in [
+            "/capsules",
+            "/capsules/cap-1/terminal",
+            "/admin/builds/b-1",
+            "/login",
+            "/keys",
+        ] {
             assert_eq!(classify(page, built), Target::Page, "{page}");
         }
         for miss in [

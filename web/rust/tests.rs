@@ -36,7 +36,12 @@ fn text(b: &[u8]) -> String {
 
 #[tokio::test]
 async fn api_misses_stay_json_404s() {
-    for path in ["/v1/nope", "/v3/templates/x", "/sandboxes", "/assets/none-123.js"] {
+    for path in [
+        "/v1/nope",
+        "/v3/templates/x",
+        "/sandboxes",
+        "/assets/none-123.js",
+    ] {
         let (status, headers, body) = get(path, &[]).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
@@ -53,7 +58,12 @@ async fn unbuilt_console_says_how_to_build_it() {
     }
     let (status, headers, body) = get("/capsules", &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(text(&body).contains("make web"));
 }
 
@@ -66,7 +76,12 @@ async fn entry_script() -> Option<String> {
     let (status, headers, body) = get("/", &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
-    assert!(headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("default-src 'self'"));
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
     let html = text(&body);
     let start = html.find("/assets/")?;
     let end = start + html[start..].find('"')?;
@@ -75,12 +90,23 @@ async fn entry_script() -> Option<String> {
 
 #[tokio::test]
 async fn client_routes_get_the_console_page() {
-    let Some(_) = entry_script().await else { return };
+    let Some(_) = entry_script().await else {
+        return;
+    };
     let (_, _, index) = get("/", &[]).await;
-    for path in ["/capsules", "/capsules/cap-123/terminal", "/admin/builds/new"] {
+    for path in [
+        "/capsules",
+        "/capsules/cap-123/terminal",
+        "/admin/builds/new",
+    ] {
         let (status, headers, body) = get(path, &[]).await;
         assert_eq!(status, StatusCode::OK, "{path}");
-        assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
         assert_eq!(body, index, "{path}");
     }
     let (status, _, body) = get_with("HEAD", "/capsules", &[]).await;
@@ -90,11 +116,21 @@ async fn client_routes_get_the_console_page() {
 
 #[tokio::test]
 async fn hashed_assets_are_cached_compressed_and_revalidated() {
-    let Some(script) = entry_script().await else { return };
+    let Some(script) = entry_script().await else {
+        return;
+    };
     let (status, headers, plain) = get(&script, &[]).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().contains("javascript"));
-    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    assert_eq!(
+        headers[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
     assert!(headers.get(header::CONTENT_ENCODING).is_none());
 
     let (_, headers, br) = get(&script, &[("accept-encoding", "gzip, deflate, br")]).await;
@@ -107,19 +143,32 @@ async fn hashed_assets_are_cached_compressed_and_revalidated() {
     assert_eq!(unzipped, plain, "the gzip twin is the same file");
 
     let etag = headers[header::ETAG].to_str().unwrap().to_string();
-    let (status, _, body) = get(&script, &[("accept-encoding", "br"), ("if-none-match", &etag)]).await;
+    let (status, _, body) = get(
+        &script,
+        &[("accept-encoding", "br"), ("if-none-match", &etag)],
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert!(body.is_empty());
     let (status, _, _) = get(&script, &[("if-none-match", &etag)]).await;
-    assert_eq!(status, StatusCode::OK, "the brotli tag does not match the plain file");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the brotli tag does not match the plain file"
+    );
 }
 
 #[tokio::test]
 async fn docs_are_served_offline() {
-    let Some(_) = entry_script().await else { return };
+    let Some(_) = entry_script().await else {
+        return;
+    };
     let (status, _, body) = get("/docs", &[]).await;
     assert_eq!(status, StatusCode::OK);
     let html = text(&body);
     assert!(html.contains("swagger-ui"), "{html}");
-    assert!(!html.contains("unpkg.com") && !html.contains("https://"), "no CDN: {html}");
+    assert!(
+        !html.contains("unpkg.com") && !html.contains("https://"),
+        "no CDN: {html}"
+    );
 }
