@@ -23,7 +23,7 @@ build: deps web
 
 ## web: the web console (web/dist, embedded into warren-control by the
 ## warren-console crate), rebuilt only when its sources change.
-WEB_SRC := $(shell find web/src web/docs web/scripts -type f 2>/dev/null) \
+WEB_SRC := $(shell find web/src web/docs web/public web/scripts -type f 2>/dev/null) \
 	web/index.html web/vite.config.ts web/svelte.config.js web/tsconfig.json web/package.json
 
 web/node_modules/.package-lock.json: web/package-lock.json

@@ -33,7 +33,10 @@ trap warren_test_down EXIT
 
 "$bin/warren" --dir "$WARREN_TEST_DIR" up --detach --listen "127.0.0.1:$port" \
     --default-template "${WARREN_TEST_TEMPLATE:-tiny}" \
-    --agent-bin "$bin/warren-agent" --agent-rpc "$rpc" --agent-proxy "$WARREN_PROXY_ADDR"
+    --agent-bin "$bin/warren-agent" --agent-rpc "$rpc" --agent-proxy "$WARREN_PROXY_ADDR" || {
+    tail -n 40 "$WARREN_TEST_DIR"/logs/*.log >&2 || true
+    exit 1
+}
 export WARREN_TEST_DIR
 export WARREN_TEST_URL=http://127.0.0.1:$port
 export WARREN_TEST_CREDENTIALS=$WARREN_TEST_DIR/credentials.json

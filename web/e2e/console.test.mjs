@@ -26,6 +26,8 @@ const skip = !BASE || !CREDS ? 'WARREN_TEST_URL / WARREN_TEST_CREDENTIALS not se
 const measured = {};
 /** Errors the page reported (console errors, uncaught exceptions). */
 const pageErrors = [];
+/** The 4xx answers the tests cause on purpose, which Chromium logs. */
+const EXPECTED = [/status of 401 .*\/v1\/auth\/login\)$/, /status of 400 .*\/v1\/admin\/builds\)$/];
 
 let profile;
 let context;
@@ -49,6 +51,7 @@ async function jsLoaded() {
   let gzip = 0;
   for (const p of new Set(paths)) {
     const file = join(DIST, p);
+    if (!existsSync(file)) continue; // a dev server's module, not the build
     gzip += existsSync(`${file}.gz`) ? statSync(`${file}.gz`).size : statSync(file).size;
   }
   return { files: new Set(paths).size, gzip };
@@ -255,7 +258,7 @@ test('terminal: type, read the echo, reload into the same shell', { skip, timeou
 
 test('files: upload, see, open; a quick switch aborts the first read', { skip, timeout: 90_000 }, async () => {
   await page.goto(`${BASE}/capsules/${capsuleId}/files`);
-  await page.getByRole('table', { name: /^Files in \// }).waitFor();
+  await page.getByRole('table', { name: /^Files in / }).waitFor();
   const files = [
     { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('first file\n') },
     { name: 'other.txt', mimeType: 'text/plain', buffer: Buffer.from('second file\n') },
@@ -298,11 +301,12 @@ test('files: upload, see, open; a quick switch aborts the first read', { skip, t
 });
 
 test('builds: a recipe error at its line, then a build with an archive', { skip, timeout: 240_000 }, async () => {
+  const name = `e2e-${Date.now().toString(36)}`;
+  // (The name in the file keeps the layer cache from answering for the RUN.)
   const work = mkdtempSync(join(tmpdir(), 'warren-console-archive-'));
-  writeFileSync(join(work, 'greeting.txt'), 'hello from the archive\n');
+  writeFileSync(join(work, 'greeting.txt'), `hello from the archive of ${name}\n`);
   const archive = join(work, 'site.tar.gz');
   execFileSync('tar', ['-czf', archive, '-C', work, 'greeting.txt']);
-  const name = `e2e-${Date.now().toString(36)}`;
 
   await page.goto(`${BASE}/admin/builds/new`);
   await page.getByLabel('Template name').fill(name);
@@ -325,8 +329,9 @@ test('builds: a recipe error at its line, then a build with an archive', { skip,
   await page.locator('.toolbar .badge', { hasText: 'succeeded' }).waitFor({ timeout: 180_000 });
   const states = await page.locator('li.step').evaluateAll((els) => els.map((e) => e.dataset.status));
   assert.equal(states.length, 4, `${states}`);
-  assert.ok(states.every((s) => s === 'done' || s === 'cached'), `${states}`);
-  await page.locator('pre.log', { hasText: 'hello from the archive' }).waitFor();
+  assert.deepEqual(states, ['done', 'done', 'done', 'done']);
+  await page.locator('li.step', { hasText: 'RUN cat' }).locator('summary').click();
+  await page.locator('pre.log', { hasText: `hello from the archive of ${name}` }).waitFor();
   await shot('build');
   rmSync(work, { recursive: true, force: true });
 
@@ -354,11 +359,12 @@ test('a list of 1,000 capsules (synthetic list served by the test)', { skip }, a
       ? route.fulfill({ status: 200, contentType: 'application/json', body })
       : route.fallback(),
   );
-  // Time from the list's answer to the frame that lays out its 1,000 rows.
+  // Time from the list's answer to the frame that lays out the list (its
+  // rows near the viewport; the others are spacers until scrolled to).
   // (Init scripts stay for later loads: this one gives up after 30 s.)
   await page.addInitScript(() => {
     const tick = () => {
-      if (document.querySelectorAll('tbody tr[data-capsule]').length >= 1000) {
+      if (document.querySelector('table[aria-rowcount="1001"] tr[data-capsule]')) {
         void document.body.offsetHeight;
         window.__rendered = performance.now();
       } else if (performance.now() < 30_000) requestAnimationFrame(tick);
@@ -373,8 +379,13 @@ test('a list of 1,000 capsules (synthetic list served by the test)', { skip }, a
       .filter((e) => new URL(e.name).pathname === '/v1/capsules');
     return window.__rendered - list[list.length - 1].responseEnd;
   });
-  measured['1,000-capsule list: answer to laid-out rows'] = `${ms.toFixed(1)} ms (budget 100 ms)`;
-  assert.equal(await page.locator('tbody tr[data-capsule]').count(), 1000);
+  measured['1,000-capsule list: answer to laid-out list'] = `${ms.toFixed(1)} ms (budget 100 ms)`;
+  await page.locator('tr[data-capsule="cap-000000"]').waitFor();
+  assert.ok((await page.locator('tbody tr[data-capsule]').count()) < 100, 'only rows near the viewport');
+  await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+  await page.locator('tr[data-capsule="cap-000999"]').waitFor();
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.locator('tr[data-capsule="cap-000000"]').waitFor();
   await page.unroute(`${BASE}/v1/capsules`);
 });
 
@@ -395,5 +406,8 @@ test('phone layout and sign-out', { skip }, async () => {
 });
 
 test('no errors in the browser console', { skip }, () => {
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(
+    pageErrors.filter((e) => !EXPECTED.some((re) => re.test(e))),
+    [],
+  );
 });

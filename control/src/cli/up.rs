@@ -411,6 +411,7 @@ async fn detach(dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     cmd.arg("--agent-rpc").arg(args.agent_rpc.to_string());
     cmd.arg("--agent-proxy").arg(args.agent_proxy.to_string());
     cmd.arg("--admin-email").arg(&args.admin_email);
+    cmd.arg("--default-template").arg(&args.default_template);
     if let Some(b) = &args.agent_bin {
         cmd.arg("--agent-bin").arg(b);
     }
