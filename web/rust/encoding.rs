@@ -1,5 +1,5 @@
-//! Choosing the encoding of a response from `Accept-Encoding` among the
-//! twins the build wrote (`.br`, `.gz`).
+//! The encodings a client takes (`Accept-Encoding`), among those the build
+//! wrote twins in (`.br`, `.gz`).
 
 use axum::http::{HeaderMap, header};
 
@@ -28,9 +28,8 @@ impl Encoding {
         }
     }
 
-    /// Brotli, else gzip, when the client accepts it (q > 0) and the twin
-    /// exists; else the file as it is.
-    pub fn choose(headers: &HeaderMap, has_twin: impl Fn(&str) -> bool) -> Self {
+    /// The compressed encodings the client accepts (q > 0), brotli first.
+    pub fn accepted(headers: &HeaderMap) -> Vec<Self> {
         let accepted: Vec<&str> = headers
             .get_all(header::ACCEPT_ENCODING)
             .iter()
@@ -50,10 +49,8 @@ impl Encoding {
             .collect();
         [Self::Brotli, Self::Gzip]
             .into_iter()
-            .find(|e| {
-                accepted.iter().any(|a| a.eq_ignore_ascii_case(e.name())) && has_twin(e.suffix())
-            })
-            .unwrap_or(Self::Identity)
+            .filter(|e| accepted.iter().any(|a| a.eq_ignore_ascii_case(e.name())))
+            .collect()
     }
 }
 
@@ -62,32 +59,23 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn choose(accept: &str, twins: &[&str]) -> Encoding {
+    fn accepted(accept: &str) -> Vec<Encoding> {
         let mut h = HeaderMap::new();
         h.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_str(accept).unwrap(),
         );
-        Encoding::choose(&h, |s| twins.contains(&s))
+        Encoding::accepted(&h)
     }
 
     #[test]
     fn negotiation() {
-        assert_eq!(
-            choose("gzip, deflate, br", &[".br", ".gz"]),
-            Encoding::Brotli
-        );
-        assert_eq!(choose("gzip, deflate, br", &[".gz"]), Encoding::Gzip);
-        assert_eq!(choose("gzip", &[".br", ".gz"]), Encoding::Gzip);
-        assert_eq!(
-            choose("br;q=0, gzip;q=0.5", &[".br", ".gz"]),
-            Encoding::Gzip
-        );
-        assert_eq!(choose("identity", &[".br", ".gz"]), Encoding::Identity);
-        assert_eq!(choose("GZIP", &[".gz"]), Encoding::Gzip);
-        assert_eq!(
-            Encoding::choose(&HeaderMap::new(), |_| true),
-            Encoding::Identity
-        );
+        use Encoding::{Brotli, Gzip};
+        assert_eq!(accepted("gzip, deflate, br"), [Brotli, Gzip]);
+        assert_eq!(accepted("gzip"), [Gzip]);
+        assert_eq!(accepted("br;q=0, gzip;q=0.5"), [Gzip]);
+        assert_eq!(accepted("identity"), []);
+        assert_eq!(accepted("GZIP"), [Gzip]);
+        assert_eq!(Encoding::accepted(&HeaderMap::new()), []);
     }
 }

@@ -65,16 +65,11 @@ fn asset(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = Dist::get(path) else {
         return not_found();
     };
-    let encoding = Encoding::choose(headers, |suffix| {
-        Dist::get(&format!("{path}{suffix}")).is_some()
-    });
-    let (body, etag) = match encoding {
-        Encoding::Identity => (file.data.clone(), etag(&file, "")),
-        enc => match Dist::get(&format!("{path}{}", enc.suffix())) {
-            Some(twin) => (twin.data, etag(&file, enc.suffix())),
-            None => (file.data.clone(), etag(&file, "")),
-        },
-    };
+    let (encoding, body) = Encoding::accepted(headers)
+        .into_iter()
+        .find_map(|enc| Dist::get(&format!("{path}{}", enc.suffix())).map(|twin| (enc, twin.data)))
+        .unwrap_or((Encoding::Identity, file.data.clone()));
+    let etag = etag(&file, encoding.suffix());
     let mut out = HeaderMap::new();
     let mime = file.metadata.mimetype();
     let content_type = if mime.starts_with("text/") || mime == "application/javascript" {
