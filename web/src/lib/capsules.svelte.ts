@@ -7,7 +7,8 @@ import { follow, type Follow } from './sse';
 import type { Capsule, LifecycleEvent } from './types';
 
 export class CapsuleStore {
-  items = $state<Capsule[]>([]);
+  /** Replaced, never changed in place (raw: no proxy over a thousand rows). */
+  items = $state.raw<Capsule[]>([]);
   loaded = $state(false);
   /** The event stream is connected. */
   live = $state(false);
@@ -57,8 +58,13 @@ export class CapsuleStore {
   /** Adds or replaces a capsule (newest first). */
   upsert(c: Capsule): void {
     const i = this.items.findIndex((x) => x.id === c.id);
-    if (i >= 0) this.items[i] = c;
-    else this.items.unshift(c);
+    if (i < 0) {
+      this.items = [c, ...this.items];
+      return;
+    }
+    const next = this.items.slice();
+    next[i] = c;
+    this.items = next;
   }
 
   private apply(name: string, data: string): void {
