@@ -21,7 +21,8 @@ fi
 
 profile=${PROFILE:-debug}
 flag=$([ "$profile" = release ] && echo --release || true)
-cargo build -q $flag -p warren-control -p warren-dataplane -p envd --bins
+# The whole workspace's binaries: warren, warren-control, the agent, envd.
+cargo build -q $flag --workspace --bins
 bin=$target/$profile
 
 source tests/warren-up.sh
