@@ -13,13 +13,28 @@ TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 VENV_E2B := target/venv-e2b
 PYTEST_WORKERS ?= 2
 
-.PHONY: up down test test-rust test-e2b test-wrenn bench fuzz fmt lint deps build
+.PHONY: up down test test-rust test-e2b test-wrenn test-console bench fuzz fmt lint deps build web
 
 deps:
 	@scripts/deps.sh
 
-build: deps
+build: deps web
 	$(CARGO) build --workspace --release --bins
+
+## web: the web console (web/dist, embedded into warren-control by the
+## warren-console crate), rebuilt only when its sources change.
+WEB_SRC := $(shell find web/src web/docs web/public web/scripts -type f 2>/dev/null) \
+	web/index.html web/vite.config.ts web/svelte.config.js web/tsconfig.json web/package.json
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund
+	@touch $@
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SRC)
+	npm run --prefix web build
+	@touch $@
+
+web: deps web/dist/index.html
 
 ## up: install what is missing, build, start Postgres + control + agent
 ## (data in $WARREN_DIR, default /var/lib/warren), print the URL and an API key.
@@ -30,10 +45,10 @@ down:
 	$(TARGET)/release/warren down
 
 ## test: everything CI runs.
-test: deps
+test: deps web
 	$(CARGO) fmt --all -- --check
 	$(CARGO) build --workspace --bins
-	$(MAKE) test-rust test-e2b test-wrenn
+	$(MAKE) test-rust test-e2b test-wrenn test-console
 	$(CARGO) check --quiet --manifest-path fuzz/Cargo.toml
 
 # WARREN_TEST_MINIMAL=1: the `minimal` tests build Debian with debootstrap
@@ -58,8 +73,15 @@ test-e2b: $(VENV_E2B)/.requirements.sha256 tests/connect-npm/node_modules
 test-wrenn:
 	tests/wrenn/run.sh
 
+# The web console: type check, component tests (vitest, jsdom), then the
+# end-to-end tests in Debian's chromium against a whole local Warren.
+test-console: web
+	npm run --prefix web check
+	npm test --prefix web
+	web/e2e/run.sh
+
 ## bench: criterion benchmarks and side-by-side comparisons (prints tables).
-bench: deps
+bench: deps web
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p warren-benches
 	benches/scripts/proxy-compare.sh
@@ -74,6 +96,6 @@ fuzz:
 fmt:
 	$(CARGO) fmt --all
 
-lint:
+lint: web
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

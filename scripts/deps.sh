@@ -18,6 +18,8 @@ packages=(
   nginx-light wrk
   # test clients: the e2b/wrenn SDKs and the npm Connect client
   python3 python3-venv nodejs npm curl ca-certificates
+  # the web console: built with node/npm; its browser tests drive Debian's chromium
+  chromium
 )
 
 missing=()

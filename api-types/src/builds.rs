@@ -84,6 +84,9 @@ pub struct BuildView {
     pub id: String,
     pub name: String,
     pub base: String,
+    /// The recipe it ran (a rebuild starts from it); only on a single build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
     pub status: BuildStatus,
     pub cancel_requested: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -196,6 +196,14 @@ impl EnvdClient {
             .entry)
     }
 
+    pub async fn rename(&self, from: &str, to: &str) -> Result<Option<fs::EntryInfo>, RpcError> {
+        let req = fs::MoveRequest {
+            source: from.into(),
+            destination: to.into(),
+        };
+        Ok(self.fs.r#move(&req).await?.entry)
+    }
+
     pub async fn remove(&self, path: &str) -> Result<(), RpcError> {
         self.fs
             .remove(&fs::RemoveRequest { path: path.into() })

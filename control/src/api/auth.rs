@@ -61,6 +61,14 @@ pub async fn switch_team(
     Ok(Json(users::switch_team(&app, &p, &req.team_id).await?))
 }
 
+/// A fresh session (a new expiry) for the caller's valid one; the console
+/// renews its session this way before it expires.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
+    responses((status = 200, body = AuthResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn refresh(State(app): State<AppState>, p: Principal) -> ApiResult<Json<AuthResponse>> {
+    Ok(Json(users::refresh(&app, &p)?))
+}
+
 /// The caller's profile.
 #[utoipa::path(get, path = "/v1/me", tag = "account",
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use warren_api_types::files::{
-    ListRequest, ListResponse, MakeDirResponse, PathRequest, UploadQuery,
+    ListRequest, ListResponse, MakeDirResponse, PathRequest, RenameRequest, UploadQuery,
 };
 
 use super::error::{ApiError, ApiResult, ErrorBody};
@@ -172,6 +172,20 @@ pub async fn mkdir(
     ApiJson(req): ApiJson<PathRequest>,
 ) -> ApiResult<Json<MakeDirResponse>> {
     let entry = session::make_dir(&app, &p, &id, &req.path).await?;
+    Ok(Json(MakeDirResponse { entry }))
+}
+
+/// Rename or move a file or directory (the destination must not exist).
+#[utoipa::path(post, path = "/v1/capsules/{id}/files/rename", tag = "files", params(("id" = String, Path)),
+    request_body = RenameRequest, responses((status = 200, body = MakeDirResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn rename(
+    State(app): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> ApiResult<Json<MakeDirResponse>> {
+    let entry = session::rename(&app, &p, &id, &req.from, &req.to).await?;
     Ok(Json(MakeDirResponse { entry }))
 }
 

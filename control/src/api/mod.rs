@@ -1,6 +1,6 @@
 //! The REST API: one module per route family, the router, and the OpenAPI
 //! document generated from the handlers' annotations (`/openapi.json`,
-//! rendered at `/docs`). Handlers parse a request, call one function of
+//! rendered at `/docs` by the embedded web console, `web/`). Handlers parse a request, call one function of
 //! the domain layer ([`crate::domain`]) and render its result; errors
 //! become HTTP only here ([`error`]). Extensions' routes are merged in
 //! before the layers, so they share authentication, the audit trail and
@@ -29,14 +29,13 @@ pub mod ws;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::error::ApiError;
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -74,6 +73,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::signup))
         .routes(routes!(auth::login))
         .routes(routes!(auth::switch_team))
+        .routes(routes!(auth::refresh))
         .routes(routes!(auth::me, auth::update_me))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
@@ -103,6 +103,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(files::list))
         .routes(routes!(files::mkdir))
         .routes(routes!(files::remove))
+        .routes(routes!(files::rename))
         .routes(routes!(snapshots::create, snapshots::list))
         .routes(routes!(snapshots::delete))
         .routes(routes!(events::stream))
@@ -150,20 +151,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().split_for_parts().1
 }
 
-const DOCS: &str = r##"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Warren API</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true });</script>
-</body></html>"##;
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".into())
-}
-
 async fn health() -> impl IntoResponse {
     (
         StatusCode::OK,
@@ -189,9 +176,9 @@ pub fn router(app: AppState, extra: Extra) -> Router {
         "/openapi.json",
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc_json) }),
     )
-    .route("/docs", get(|| async { Html(DOCS) }))
     .route("/health", get(health))
-    .fallback(not_found)
+    // The web console (and /docs) for every other path.
+    .fallback(warren_console::serve)
     // Bodies are limited where they are read (JSON: max_body_bytes;
     // uploads: max_upload_bytes or unlimited when streamed).
     .layer(DefaultBodyLimit::disable())

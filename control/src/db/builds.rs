@@ -61,6 +61,7 @@ impl BuildRow {
             id: self.id.clone(),
             name: self.name.clone(),
             base: self.base.clone(),
+            recipe: None,
             status: self.status,
             cancel_requested: self.cancel_requested,
             error: self.error.clone(),

@@ -165,7 +165,9 @@ pub async fn list(app: &AppState, p: &Principal) -> Result<Vec<BuildView>> {
 /// One build with the state of each step.
 pub async fn get(app: &AppState, p: &Principal, id: &str) -> Result<BuildView> {
     let row = row(app, &p.team_id, id).await?;
-    Ok(builds::view(&app.db, &row).await?)
+    let mut view = builds::view(&app.db, &row).await?;
+    view.recipe = Some(row.recipe);
+    Ok(view)
 }
 
 /// Asks a build to stop: a queued one is cancelled at once; a running one

@@ -116,6 +116,15 @@ fn session(app: &AppState, user_id: &str, team_id: &str, email: &str, name: &str
     }
 }
 
+/// A fresh session (a new expiry) for a valid user session; API keys have
+/// none to renew.
+pub fn refresh(app: &AppState, p: &Principal) -> Result<AuthResponse> {
+    let Actor::User { id, name, email } = &p.actor else {
+        return Err(UserError::Denied(Denied::NeedsUser));
+    };
+    Ok(session(app, id, &p.team_id, email, name))
+}
+
 /// Creates an account (and its team); a session for it.
 pub async fn signup(app: &AppState, req: &SignupRequest) -> Result<AuthResponse> {
     let a = create_user(app, &req.email, &req.name, &req.password, false).await?;

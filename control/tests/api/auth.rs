@@ -62,6 +62,35 @@ async fn signup_login_and_sessions() {
     );
     assert_error(&http.get("/v1/capsules").await, 401, "unauthorized");
 
+    // A session renews itself (same user and team); an API key cannot.
+    let (st, r) = http
+        .with(&u.token)
+        .post("/v1/auth/refresh", json!({}))
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["user_id"].as_str(), r["team_id"].as_str()),
+        (Some(u.user_id.as_str()), Some(u.team_id.as_str()))
+    );
+    let (st, _) = http.with(r["token"].as_str().unwrap()).get("/v1/me").await;
+    assert_eq!(st, 200);
+    let key = api_key(&http, &u).await;
+    assert_error(
+        &http.with(&key).post("/v1/auth/refresh", json!({})).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &http.post("/v1/auth/refresh", json!({})).await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        &http.with(&bad).post("/v1/auth/refresh", json!({})).await,
+        401,
+        "unauthorized",
+    );
+
     // Passwords are stored as argon2id hashes.
     let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
         .bind(&u.user_id)

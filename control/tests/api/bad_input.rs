@@ -125,6 +125,16 @@ async fn bad_input_is_refused_and_nothing_is_half_created() {
         );
     }
 
+    assert_error(
+        &k.post(
+            &format!("/v1/capsules/{id}/files/rename"),
+            json!({ "from": "/tmp/a", "to": "/tmp/b" }),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+
     // Exec, processes, files: malformed requests.
     for body in [
         json!({}),
@@ -168,6 +178,21 @@ async fn bad_input_is_refused_and_nothing_is_half_created() {
         400,
         "invalid_request",
     );
+    let long = "x".repeat(5000);
+    for body in [
+        json!({ "from": "/a" }),
+        json!({ "from": "", "to": "/b" }),
+        json!({ "from": "/a", "to": "b\u{0}" }),
+        json!({ "from": "/a", "to": long }),
+        json!({ "from": "/a", "to": "/b", "mode": 1 }),
+    ] {
+        assert_error(
+            &k.post(&format!("/v1/capsules/{id}/files/rename"), body)
+                .await,
+            400,
+            "invalid_request",
+        );
+    }
 
     // Snapshots, stats, usage, audit.
     assert_error(

@@ -148,6 +148,31 @@ async fn in_capsule_routes_with_stub_agent_and_local_envd() {
         409,
         "already_exists",
     );
+    // Rename: the file moves; onto an existing path it is refused.
+    let (st, m) = k
+        .post(
+            &p("/files/rename"),
+            json!({ "from": format!("{d}/a/b.txt"), "to": format!("{d}/a/c.txt") }),
+        )
+        .await;
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(m["entry"]["name"], "c.txt", "{m}");
+    let r = k
+        .req(reqwest::Method::POST, &p("/files/read"))
+        .json(&json!({ "path": format!("{d}/a/c.txt") }))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(r.bytes().await.expect("body").as_ref(), b"hello files");
+    assert_error(
+        &k.post(
+            &p("/files/rename"),
+            json!({ "from": format!("{d}/a/nope"), "to": format!("{d}/a/d.txt") }),
+        )
+        .await,
+        404,
+        "not_found",
+    );
     assert_eq!(
         k.post(&p("/files/remove"), json!({ "path": format!("{d}/a") }))
             .await
@@ -155,7 +180,7 @@ async fn in_capsule_routes_with_stub_agent_and_local_envd() {
         204
     );
     assert_error(
-        &k.post(&p("/files/read"), json!({ "path": format!("{d}/a/b.txt") }))
+        &k.post(&p("/files/read"), json!({ "path": format!("{d}/a/c.txt") }))
             .await,
         404,
         "not_found",

@@ -458,6 +458,25 @@ pub async fn make_dir(app: &AppState, p: &Principal, id: &str, path: &str) -> Re
     Ok(entry(info))
 }
 
+/// Renames or moves a file or directory (the destination must not exist).
+pub async fn rename(
+    app: &AppState,
+    p: &Principal,
+    id: &str,
+    from: &str,
+    to: &str,
+) -> Result<FileEntry> {
+    check_path(from)?;
+    check_path(to)?;
+    let s = open(app, p, id).await?;
+    let moved = s
+        .envd
+        .rename(from, to)
+        .await?
+        .ok_or_else(|| CapsuleError::Protocol("envd returned no entry".into()))?;
+    Ok(entry(moved))
+}
+
 /// Removes a file or a directory tree.
 pub async fn remove(app: &AppState, p: &Principal, id: &str, path: &str) -> Result<()> {
     check_path(path)?;
